@@ -1,0 +1,1 @@
+"""Attention blocks, one family a file; each registers itself by name (see `catalog.CATALOG`)."""

@@ -1,0 +1,1 @@
+"""The command-line interface: `app.py` builds the Typer app, one small module per command."""

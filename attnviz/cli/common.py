@@ -1,0 +1,51 @@
+"""What every command shares: consoles, turning AttnvizError into one stderr line and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from attnviz.errors import AttnvizError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(error: AttnvizError) -> typer.Exit:
+    """Print `error` as one line on stderr and return the typer.Exit carrying its exit code."""
+    err.print(f"[bold red]error:[/] {error.message}" + (f" [dim]({error.hint})[/]" if error.hint else ""))
+    return typer.Exit(error.exit_code)
+
+
+def guarded(command: F) -> F:
+    """Wrap a command so AttnvizError becomes a one-line message and its exit code, never a traceback.
+
+    Unexpected exceptions also end in one line (exit 1) unless ATTNVIZ_DEBUG is set, which re-raises them.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except AttnvizError as exc:
+            raise fail(exc) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("ATTNVIZ_DEBUG"):
+                raise
+            raise fail(
+                AttnvizError(
+                    f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
+                    "this is a bug in attnviz; rerun with ATTNVIZ_DEBUG=1 for the traceback and report it",
+                )
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
