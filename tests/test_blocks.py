@@ -69,9 +69,13 @@ def test_every_parameter_gets_a_gradient(name: str) -> None:
             if not param.any():
                 param.fill_(0.5)
     inputs = cls.example_inputs(2, 16, 9, 11)
+    if not list(block.parameters()):  # parameter-free (SimAM): the input must receive the gradient instead
+        inputs[0].requires_grad_()
     outputs = flatten_outputs(block(*inputs))
     loss = sum((o * torch.randn_like(o)).sum() for o in outputs if o.is_floating_point())
     loss.backward()
+    if not list(block.parameters()):
+        assert inputs[0].grad is not None and inputs[0].grad.abs().sum() > 0
     for pname, param in block.named_parameters():
         assert param.grad is not None, f"{name}.{pname} got no gradient"
         assert torch.isfinite(param.grad).all(), f"{name}.{pname} has a non-finite gradient"
