@@ -5,15 +5,46 @@ Nothing here imports torch; commands import what they need when they run.
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from attnviz import __version__
-from attnviz.cli import list_cmd
+from attnviz.cli import channels, coords, inspect_cmd, list_cmd, matrix, show
+
+
+class OneLineErrors(TyperGroup):
+    """Report click's usage errors (bad option values, missing arguments) as one line, like attnviz's own."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        from attnviz.cli.common import err
+
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            err.print("aborted")
+            if standalone_mode:
+                sys.exit(1)
+            raise
+        except Exception as exc:
+            # click's ClickException family (typer may vendor click, so it is matched by shape, not by class)
+            if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")) or not standalone_mode:
+                raise
+            ctx = getattr(exc, "ctx", None)
+            command = ctx.command_path if ctx is not None else "attnviz"
+            err.print(f"[bold red]error:[/] {escape(exc.format_message())} [dim](see {command} --help)[/]")
+            sys.exit(exc.exit_code)
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
 
 app = typer.Typer(
     name="attnviz",
+    cls=OneLineErrors,
     help="Find the attention blocks in a CNN, capture what each one computes, and draw it.",
     no_args_is_help=True,
     add_completion=False,
@@ -39,6 +70,11 @@ def root(
 
 
 app.command("list")(list_cmd.list_blocks)
+app.command("show")(show.show)
+app.command("channels")(channels.channels)
+app.command("coords")(coords.coords)
+app.command("matrix")(matrix.matrix)
+app.command("inspect")(inspect_cmd.inspect)
 
 
 def main() -> None:

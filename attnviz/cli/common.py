@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
 from attnviz.errors import AttnvizError
 
@@ -49,3 +50,16 @@ def guarded(command: F) -> F:
             ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def progress(enabled: bool) -> Progress:
+    """A Rich progress bar on stderr; when not enabled it draws nothing but keeps the same interface."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not enabled,
+    )

@@ -19,8 +19,14 @@ def list_blocks(
     """List every attention block attnviz knows."""
     if as_json:
         rows = [
-            {"name": i.name, "family": i.family, "kinds": list(i.kinds), "paper": i.paper,
-             "fits_backbone": i.fits_backbone, "inputs": i.inputs}
+            {
+                "name": i.name,
+                "family": i.family,
+                "kinds": list(i.kinds),
+                "paper": i.paper,
+                "fits_backbone": i.fits_backbone,
+                "inputs": i.inputs,
+            }
             for i in CATALOG.values()
         ]
         out.print_json(json.dumps(rows))

@@ -1,0 +1,216 @@
+"""Capture: hook every Tap of a model and record what it emits, as a context manager that always cleans up.
+
+    with capture(model, layers=["layer3"], kinds=["spatial"]) as rec:
+        model(x)
+    for m in rec:
+        print(m.name, m.shape)
+
+Every call of every tap is recorded (a module called twice gives two maps numbered 0 and 1), detached, copied to
+the CPU (a copy even there, so later in-place ops cannot change it), optionally in fp16. Matrices over image tokens
+can be bounded to chosen query rows and heads; a full matrix over the memory budget is refused with a message saying
+how to ask for rows. On exit, also after an exception, every hook is removed and every module's train/eval mode is
+restored. Hooks never change a module's output, so the model's outputs are bit-identical with and without capture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnviz.blocks.base import AttentionBlock, Tap
+from attnviz.errors import CaptureError
+from attnviz.maps import AttentionMap
+
+DEFAULT_MAX_BYTES = 256 * 2**20
+
+
+@dataclass
+class Recording:
+    """What a capture recorded: the maps in call order, plus lookups."""
+
+    maps: list[AttentionMap] = field(default_factory=list)
+    taps: dict[str, Tap] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[AttentionMap]:
+        return iter(self.maps)
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def __getitem__(self, index: int) -> AttentionMap:
+        return self.maps[index]
+
+    def of_kind(self, *kinds: str) -> list[AttentionMap]:
+        return [m for m in self.maps if m.kind in kinds]
+
+    def layers(self) -> list[str]:
+        """Block paths that emitted something, in first-call order."""
+        return list(dict.fromkeys(m.layer for m in self.maps))
+
+    def by_layer(self) -> dict[str, list[AttentionMap]]:
+        grouped: dict[str, list[AttentionMap]] = {}
+        for m in self.maps:
+            grouped.setdefault(m.layer, []).append(m)
+        return grouped
+
+
+def find_taps(model: nn.Module) -> dict[str, tuple[Tap, str, str]]:
+    """Every Tap in `model`: path -> (tap, path of the block it belongs to, block name).
+
+    The block is the nearest enclosing `AttentionBlock`; a tap attached to a foreign module (no AttentionBlock
+    around it) belongs to its parent module, named by the parent's class.
+    """
+    modules = dict(model.named_modules())
+    found: dict[str, tuple[Tap, str, str]] = {}
+    for path, module in modules.items():
+        if not isinstance(module, Tap):
+            continue
+        parts = path.split(".")
+        owner_path = ".".join(parts[:-1])
+        block = type(modules[owner_path]).__name__
+        for cut in range(len(parts) - 1, -1, -1):
+            prefix = ".".join(parts[:cut])
+            if isinstance(modules.get(prefix), AttentionBlock):
+                owner_path, block = prefix, modules[prefix].block_name
+                break
+        found[path] = (module, owner_path, block)
+    return found
+
+
+def _selected(layer: str, layers: Sequence[str] | None) -> bool:
+    if layers is None:
+        return True
+    return any(layer == want or layer.startswith(want + ".") for want in layers)
+
+
+def _grid_queries(grid: tuple[int, int], queries: Sequence[tuple[float, float]]) -> list[int]:
+    """Token indices (row-major) of the cells that hold each query point, given as (x, y) fractions of the input."""
+    h, w = grid
+    indices = []
+    for fx, fy in queries:
+        col = min(w - 1, max(0, int(fx * w)))
+        row = min(h - 1, max(0, int(fy * h)))
+        indices.append(row * w + col)
+    return list(dict.fromkeys(indices))
+
+
+class _Recorder:
+    """The hook body: turns one tap call into an AttentionMap appended to the recording."""
+
+    def __init__(
+        self,
+        recording: Recording,
+        *,
+        dtype: torch.dtype,
+        queries: Sequence[tuple[float, float]] | None,
+        heads: Sequence[int] | None,
+        max_bytes: int,
+    ) -> None:
+        self.recording = recording
+        self.dtype = dtype
+        self.queries = queries
+        self.heads = list(heads) if heads is not None else None
+        self.max_bytes = max_bytes
+        self.calls: dict[str, int] = {}
+
+    def hook(self, tap_path: str, tap: Tap, layer: str, block: str) -> Any:
+        def on_call(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: torch.Tensor) -> None:
+            grid = kwargs.get("grid", args[1] if len(args) > 1 else None)
+            self.record(tap_path, tap, layer, block, output, grid)
+
+        return on_call
+
+    def record(
+        self, tap_path: str, tap: Tap, layer: str, block: str, value: torch.Tensor, grid: tuple[int, int] | None
+    ) -> None:
+        value = value.detach()
+        kept_queries = kept_heads = None
+        if tap.kind == "matrix" and "head" in tap.axes and self.heads is not None:
+            kept_heads = [h for h in self.heads if h < value.shape[tap.axes.index("head")]]
+            value = value.index_select(tap.axes.index("head"), torch.tensor(kept_heads, device=value.device))
+        if tap.tokens == "grid" and grid is not None and self.queries is not None:
+            kept_queries = _grid_queries(tuple(grid), self.queries)
+            index = torch.tensor(kept_queries, device=value.device)
+            value = value.index_select(tap.axes.index("query"), index)
+        nbytes = value.numel() * torch.empty((), dtype=self.dtype).element_size()
+        if tap.kind == "matrix" and nbytes > self.max_bytes:
+            raise CaptureError(
+                f"the attention matrix at {layer} ({tap.label}) would take {nbytes / 2**20:.0f} MB "
+                f"(shape {tuple(value.shape)}), over the {self.max_bytes / 2**20:.0f} MB budget",
+                "ask for query rows instead (--query X,Y on the command line, queries=[(x, y)] in Python) "
+                "or fewer heads, or raise the budget",
+            )
+        call = self.calls.get(tap_path, 0)
+        self.calls[tap_path] = call + 1
+        self.recording.maps.append(
+            AttentionMap(
+                layer=layer,
+                tap=tap_path,
+                label=tap.label,
+                call=call,
+                kind=tap.kind,
+                axes=tap.axes,
+                norm=tap.norm,
+                over=tap.over,
+                tokens=tap.tokens,
+                tensor=value.to(device="cpu", dtype=self.dtype, copy=True),
+                grid=tuple(grid) if grid is not None else None,
+                queries=kept_queries,
+                heads=kept_heads,
+                block=block,
+            )
+        )
+
+
+@contextmanager
+def capture(
+    model: nn.Module,
+    *,
+    layers: Sequence[str] | None = None,
+    kinds: Iterable[str] | None = None,
+    queries: Sequence[tuple[float, float]] | None = None,
+    heads: Sequence[int] | None = None,
+    dtype: torch.dtype = torch.float32,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    eval_mode: bool = True,
+) -> Iterator[Recording]:
+    """Record every call of every Tap in `model` while the with-block runs.
+
+    Args:
+        model: Any module containing Taps (our blocks, or foreign modules with taps attached).
+        layers: Keep only blocks whose path equals or lies under one of these ("layer3", "layer3.1.attn").
+        kinds: Keep only these kinds of attention.
+        queries: For matrices over image tokens, keep only the rows of these query points, given as (x, y)
+            fractions of the model input (0..1); each layer maps them to its own grid.
+        heads: For matrices with a head axis, keep only these heads.
+        dtype: Storage dtype of the recorded tensors (torch.float16 halves memory).
+        max_bytes: A single matrix larger than this is refused with a CaptureError.
+        eval_mode: Put the model in eval mode for the capture (its previous modes are restored on exit).
+
+    Yields:
+        The Recording, filled as the model runs.
+    """
+    wanted_kinds = set(kinds) if kinds is not None else None
+    recording = Recording()
+    recorder = _Recorder(recording, dtype=dtype, queries=queries, heads=heads, max_bytes=max_bytes)
+    modes = {module: module.training for module in model.modules()}
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        for path, (tap, layer, block) in find_taps(model).items():
+            if not _selected(layer, layers) or (wanted_kinds is not None and tap.kind not in wanted_kinds):
+                continue
+            recording.taps[path] = tap
+            handles.append(tap.register_forward_hook(recorder.hook(path, tap, layer, block), with_kwargs=True))
+        if eval_mode:
+            model.eval()
+        yield recording
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training

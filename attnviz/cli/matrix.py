@@ -1,0 +1,127 @@
+"""`attnviz matrix BLOCK IMAGE --query X,Y`: where a pixel looks, per head, for self-attention blocks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attnviz.cli import options as opt
+from attnviz.cli.common import err, guarded, out
+from attnviz.errors import UsageError
+
+KINDS = ("matrix",)
+
+
+@guarded
+def matrix(
+    block: opt.BlockArg,
+    image: Annotated[Path, typer.Argument(help="Image file.", show_default=False)],
+    query: Annotated[
+        list[str] | None,
+        typer.Option("--query", "-q", help="Query pixel X,Y of the image (repeatable; default: the centre)."),
+    ] = None,
+    heads: Annotated[str | None, typer.Option("--heads", help="Heads to draw, comma-separated (default: all).")] = None,
+    heatmaps: Annotated[
+        bool, typer.Option("--heatmaps", help="Also draw the full query x key matrix of each head.")
+    ] = False,
+    every_block: Annotated[
+        bool, typer.Option("--every-block", help="Draw every block, not only the last block of each stage.")
+    ] = False,
+    backbone: opt.BackboneOpt = "resnet18",
+    stages: opt.StagesOpt = "3,4",
+    pretrained: opt.PretrainedOpt = False,
+    weights: opt.WeightsOpt = None,
+    trust: opt.TrustOpt = False,
+    size: opt.SizeOpt = 224,
+    preprocess: opt.PreprocessOpt = "resize",
+    out_dir: opt.OutOpt = Path("attnviz-out"),
+    fmt: opt.FormatOpt = "png",
+    cmap: opt.CmapOpt = "jet",
+    alpha: opt.AlphaOpt = 0.5,
+    device: opt.DeviceOpt = "auto",
+    as_json: opt.JsonOpt = False,
+    save_raw: opt.SaveRawOpt = False,
+) -> None:
+    """Overlay the attention row of each query pixel on the image (MHSA, DANet, criss-cross, ECA+MHSA).
+
+    Self-attention over every pixel of an early stage is large, so by default blocks go into stages 3 and 4 only.
+    """
+    from attnviz.images import load_image
+    from attnviz.maps import matrix_rows
+    from attnviz.pipeline import analyse, check_points
+    from attnviz.render.charts import matrix_heatmaps
+    from attnviz.render.save import save
+    from attnviz.views import describe, query_tiles, stage_representatives, tile_grid
+
+    opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
+    opt.check_block_kinds(block, KINDS, "matrix")
+    head_list = _parse_heads(heads)
+    photo = load_image(image)
+    points = [opt.parse_point(q) for q in query] if query else [(photo.width // 2, photo.height // 2)]
+    check_points(points, photo.size)
+    loaded = opt.load(
+        block,
+        backbone=backbone,
+        stages=stages,
+        pretrained=pretrained,
+        weights=weights,
+        trust=trust,
+        device=device,
+        quiet=as_json,
+    )
+    analysis = analyse(
+        loaded,
+        image,
+        size=size,
+        mode=preprocess,
+        kinds=KINDS,
+        image=photo,
+        query_points=None if heatmaps else points,
+        heads=head_list,
+    )
+    tiles = query_tiles(analysis, loaded, points, cmap=cmap, alpha=alpha, every_block=every_block)
+    written = []
+    if tiles:
+        written.append(save(tile_grid(tiles), opt.output_path(out_dir, image.stem, block, "matrix", fmt), fmt))
+    drawn = stage_representatives(loaded, analysis.recording.layers(), every_block=every_block)
+    for m in analysis.recording:
+        full = m.queries is None and m.tokens in ("grid", "channel")
+        if m.layer in drawn and full and (heatmaps or m.tokens == "channel"):
+            name = f"heatmap_{m.layer.replace('.', '-')}_{m.label}"
+            figure = matrix_heatmaps(matrix_rows(m)[0], title=describe(m, loaded))
+            written.append(save(figure, opt.output_path(out_dir, image.stem, block, name, fmt), fmt))
+    if save_raw:
+        from attnviz.cli.raw import save_recording
+
+        written += save_recording(analysis, out_dir / f"{image.stem}_{block}_raw")
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "model": loaded.config.to_dict(),
+                    "weights": loaded.source,
+                    "image": str(image),
+                    "queries": [list(p) for p in points],
+                    "files": [str(p) for p in written],
+                    "maps": [m.summary() for m in analysis.recording],
+                }
+            )
+        )
+        return
+    for p in written:
+        err.print(f"wrote {p}")
+
+
+def _parse_heads(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        heads = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--heads must be comma-separated head numbers, got {text!r}", "e.g. --heads 0,2") from None
+    if not heads or min(heads) < 0:
+        raise UsageError(f"--heads must list head numbers from 0 up, got {text!r}")
+    return heads

@@ -1,0 +1,97 @@
+"""`attnviz show BLOCK IMAGE...`: the block's spatial-type maps at each stage, overlaid on each image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attnviz.cli import options as opt
+from attnviz.cli.common import err, guarded, out, progress
+from attnviz.errors import ImageError
+
+SPATIAL_KINDS = ("spatial", "coordinate", "level")
+
+
+@guarded
+def show(
+    block: opt.BlockArg,
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.", show_default=False)],
+    backbone: opt.BackboneOpt = "resnet18",
+    stages: opt.StagesOpt = "1,2,3,4",
+    every_block: Annotated[
+        bool, typer.Option("--every-block", help="Draw every block, not only the last block of each stage.")
+    ] = False,
+    contour: Annotated[bool, typer.Option("--contour", help="Outline the peak of each map.")] = False,
+    pretrained: opt.PretrainedOpt = False,
+    weights: opt.WeightsOpt = None,
+    trust: opt.TrustOpt = False,
+    size: opt.SizeOpt = 224,
+    preprocess: opt.PreprocessOpt = "resize",
+    out_dir: opt.OutOpt = Path("attnviz-out"),
+    fmt: opt.FormatOpt = "png",
+    cmap: opt.CmapOpt = "jet",
+    alpha: opt.AlphaOpt = 0.5,
+    device: opt.DeviceOpt = "auto",
+    as_json: opt.JsonOpt = False,
+    save_raw: opt.SaveRawOpt = False,
+) -> None:
+    """Overlay the block's spatial attention (CBAM, scSE, Triplet, SimAM, CoT, coordinate...) on each image."""
+    from attnviz.cli.raw import save_recording
+    from attnviz.images import load_image
+    from attnviz.pipeline import analyse, image_paths
+    from attnviz.render.save import save
+    from attnviz.views import show_picture, spatial_rows
+
+    opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
+    opt.check_block_kinds(block, SPATIAL_KINDS, "show")
+    paths = image_paths(images)
+    first = load_image(paths[0])  # a bad first image fails before the model is built
+    loaded = opt.load(
+        block,
+        backbone=backbone,
+        stages=stages,
+        pretrained=pretrained,
+        weights=weights,
+        trust=trust,
+        device=device,
+        quiet=as_json,
+    )
+    results, skipped = [], []
+    with progress(len(paths) > 1 and not as_json) as bar:
+        task = bar.add_task("show", total=len(paths))
+        for index, path in enumerate(paths):
+            bar.advance(task)
+            try:
+                photo = first if index == 0 else load_image(path)
+            except ImageError as exc:
+                if len(paths) == 1:
+                    raise
+                skipped.append({"image": str(path), "error": str(exc)})
+                err.print(f"[yellow]skipped {path}: {exc.message}[/]")
+                continue
+            analysis = analyse(loaded, path, size=size, mode=preprocess, kinds=SPATIAL_KINDS, image=photo)
+            rows = spatial_rows(analysis, loaded, every_block=every_block, cmap=cmap, alpha=alpha, contour=contour)
+            picture = show_picture(analysis, rows)
+            written = [save(picture, opt.output_path(out_dir, path.stem, block, "show", fmt), fmt)]
+            if save_raw:
+                written += save_recording(analysis, out_dir / f"{path.stem}_{block}_raw")
+            results.append(
+                {
+                    "image": str(path),
+                    "files": [str(p) for p in written],
+                    "maps": [m.summary() for m in analysis.recording],
+                }
+            )
+            if not as_json:
+                err.print(f"wrote {written[0]}")
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {"model": loaded.config.to_dict(), "weights": loaded.source, "results": results, "skipped": skipped}
+            )
+        )
+    if skipped:
+        raise ImageError(f"{len(skipped)} of {len(paths)} images could not be read (see the lines above)")

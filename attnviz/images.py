@@ -1,0 +1,379 @@
+"""Load images and turn them into model input, keeping the geometry to draw results back on the original.
+
+Coordinates: every (x, y) here is continuous, x to the right and y down, in pixels of the image it refers to.
+Pixel (col, row) is the unit square [col, col + 1) x [row, row + 1), so its centre is (col + 0.5, row + 0.5).
+The mapping between original and model input is an affine `input = original * scale + offset` per axis, exact
+for Pillow's resize, which puts pixel centres at +0.5 too.
+
+Maps that come back at original resolution use NaN for pixels the model never saw (cut off in crop mode);
+renderers draw NaN as "not seen".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from attnviz.errors import ImageError
+
+if TYPE_CHECKING:
+    import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MODES = ("resize", "crop", "letterbox")
+RESAMPLES = ("bilinear", "nearest")
+MIN_SIZE, MAX_SIZE = 16, 4096
+MAX_PIXELS_ENV = "ATTNVIZ_MAX_PIXELS"
+
+_HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_ALPHA_MODES = frozenset({"P", "PA", "RGBA", "RGBa", "LA", "La"})
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Read an image file as an upright 8-bit RGB image.
+
+    EXIF orientation is applied; transparency is composited on white; 16-bit and float images are stretched
+    over their own value range; animated images give their first frame.
+
+    Args:
+        path: Any file Pillow can read.
+
+    Returns:
+        The image in mode "RGB", at least 2x2 pixels.
+
+    Raises:
+        ImageError: The file is missing, empty, not an image, corrupt, too large or too small.
+
+    Note:
+        The pixel limit is Pillow's `Image.MAX_IMAGE_PIXELS`, or `ATTNVIZ_MAX_PIXELS` when set; it is set for
+        the call and restored after, so do not load images from several threads while changing either.
+    """
+    file = Path(path)
+    _check_file(file)
+    limit = _pixel_limit()
+    saved_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = limit
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = _decode(file, limit)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved_limit
+    _check_big_enough(image.size, str(file))
+    return image
+
+
+def _check_file(file: Path) -> None:
+    if not file.exists():
+        raise ImageError(f"image file not found: {file}", "check the path")
+    if file.is_dir():
+        raise ImageError(f"{file} is a directory, not an image file", "pass the path of one image file")
+    if file.stat().st_size == 0:
+        raise ImageError(f"image file is empty: {file}", "the file has 0 bytes; re-export or re-download it")
+
+
+def _pixel_limit() -> int | None:
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if raw is None:
+        return Image.MAX_IMAGE_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ImageError(f"{MAX_PIXELS_ENV} must be a positive whole number, got {raw!r}", "e.g. 200000000")
+    return value
+
+
+def _decode(file: Path, limit: int | None) -> Image.Image:
+    try:
+        with Image.open(file) as opened:
+            opened.load()  # decode everything now, so a truncated file fails here and not later
+            return to_rgb(ImageOps.exif_transpose(opened))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = found.group(1) if found else "more"
+        raise ImageError(
+            f"{file} has {pixels} pixels, more than the limit of {limit} (decompression-bomb guard)",
+            f"if you trust the file, set {MAX_PIXELS_ENV} to a larger number",
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{file} is not an image Pillow can read", "use a PNG, JPEG, WebP, GIF, BMP or TIFF") from exc
+    except _DECODE_ERRORS as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageError(f"{file} is truncated or corrupt: {reason}", "re-export or re-download the image") from exc
+
+
+def _check_big_enough(size: tuple[int, int], name: str) -> None:
+    width, height = size
+    if width < 2 or height < 2:
+        raise ImageError(f"{name} is {width}x{height} pixels, too small to overlay attention on", "use 2x2 or more")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert an image of any Pillow mode to 8-bit RGB (alpha on white, high bit depth stretched to 0..255)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _HIGH_DEPTH_MODES:
+        return _stretch_to_8bit(image).convert("RGB")
+    if image.mode in _ALPHA_MODES:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def _stretch_to_8bit(image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if high <= low:  # a constant image has no range to stretch; it comes out black
+        return Image.new("L", image.size, 0)
+    scaled = (np.nan_to_num(values, nan=low) - low) * (255.0 / (high - low))
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an original image maps onto the model input: `input = original * scale + offset` per axis.
+
+    The original is resized to `resized_size` (so `scale = resized_size / original_size`), then shifted by
+    `offset`: a negative offset is the part cut off by crop, a positive one the letterbox padding.
+
+    Attributes:
+        original_size: (width, height) of the original image.
+        input_size: (width, height) of the model input.
+        mode: How the image was fitted: "resize", "crop" or "letterbox".
+        resized_size: (width, height) the whole original is resized to before cropping or padding.
+        offset: (ox, oy) in input pixels where the resized image's top-left corner lands.
+    """
+
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    mode: str
+    resized_size: tuple[int, int]
+    offset: tuple[int, int]
+
+    @classmethod
+    def fit(cls, original_size: tuple[int, int], size: int, mode: str) -> Geometry:
+        """The geometry of fitting an image of `original_size` into a `size` x `size` input with `mode`."""
+        size = _check_size(size)
+        _check_mode(mode)
+        width, height = original_size
+        if mode == "resize":
+            return cls(original_size, (size, size), mode, (size, size), (0, 0))
+        factor = size / (min(width, height) if mode == "crop" else max(width, height))
+        new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
+        if mode == "crop":  # the centre size x size of the resized image; odd excess leaves one more on the right
+            offset = (-((new_w - size) // 2), -((new_h - size) // 2))
+        else:  # centred with the padding split the same way
+            offset = ((size - new_w) // 2, (size - new_h) // 2)
+        return cls(original_size, (size, size), mode, (new_w, new_h), offset)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(sx, sy): input pixels per original pixel."""
+        return self.resized_size[0] / self.original_size[0], self.resized_size[1] / self.original_size[1]
+
+    def to_input(self, x: float, y: float) -> tuple[float, float]:
+        """Map a point from original-image coordinates to input coordinates."""
+        (rw, rh), (ow, oh) = self.resized_size, self.original_size
+        return x * rw / ow + self.offset[0], y * rh / oh + self.offset[1]
+
+    def to_original(self, x: float, y: float) -> tuple[float, float]:
+        """Map a point from input coordinates to original-image coordinates."""
+        (rw, rh), (ow, oh) = self.resized_size, self.original_size
+        return (x - self.offset[0]) * ow / rw, (y - self.offset[1]) * oh / rh
+
+    def input_valid_box(self) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1): the part of the input that holds image content (letterbox padding excluded)."""
+        x0, y0 = self.to_input(0, 0)
+        x1, y1 = self.to_input(*self.original_size)
+        return _clip_box((x0, y0, x1, y1), self.input_size)
+
+    def original_visible_box(self) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1): the part of the original that the input shows (crop mode cuts the long sides)."""
+        x0, y0 = self.to_original(0, 0)
+        x1, y1 = self.to_original(*self.input_size)
+        return _clip_box((x0, y0, x1, y1), self.original_size)
+
+
+def _clip_box(box: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = box
+    return max(x0, 0.0), max(y0, 0.0), min(x1, float(size[0])), min(y1, float(size[1]))
+
+
+def _check_size(size: object) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise ImageError(f"image size must be a whole number, got {size!r}", f"use {MIN_SIZE}..{MAX_SIZE}, e.g. 224")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ImageError(f"image size {size} is out of range", f"use {MIN_SIZE}..{MAX_SIZE}, e.g. 224")
+    return int(size)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ImageError(f"unknown resize mode {mode!r}", f"choose one of: {', '.join(MODES)}")
+
+
+def preprocess(
+    image: Image.Image,
+    size: int = 224,
+    mode: str = "resize",
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> tuple[torch.Tensor, Geometry]:
+    """Fit an image into a square model input and normalise it.
+
+    Args:
+        image: Any PIL image; it is converted to RGB with `to_rgb`.
+        size: Side of the square input, 16..4096.
+        mode: "resize" stretches to size x size; "crop" scales the shorter side to `size` and centre-crops;
+            "letterbox" scales the longer side to `size` and pads with the mean colour (0 after normalising).
+        mean: Per-channel mean of 0..1 pixel values.
+        std: Per-channel standard deviation of 0..1 pixel values.
+
+    Returns:
+        A float32 tensor of shape (1, 3, size, size) and the geometry that maps it back to the original.
+
+    Raises:
+        ImageError: Bad size or mode, or an image smaller than 2x2.
+    """
+    import torch
+
+    geometry = Geometry.fit(image.size, size, mode)
+    _check_big_enough(image.size, "image")
+    resized = to_rgb(image).resize(geometry.resized_size, Image.Resampling.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    pixels = (pixels - _channel_stat(mean, "mean")) / _channel_stat(std, "std")
+    return _place(pixels, geometry).unsqueeze(0).contiguous(), geometry
+
+
+def _channel_stat(values: Sequence[float], name: str) -> torch.Tensor:
+    import torch
+
+    if len(values) != 3 or (name == "std" and 0 in values):
+        raise ImageError(f"{name} must be 3 numbers, one per RGB channel (std non-zero), got {values!r}")
+    return torch.tensor(values, dtype=torch.float32).view(3, 1, 1)
+
+
+def _place(pixels: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """Cut (crop) or pad with zeros, i.e. the mean colour (letterbox), the resized image to the input size."""
+    import torch
+
+    width, height = geometry.input_size
+    left, top = geometry.offset
+    if geometry.mode == "crop":
+        return pixels[:, -top : -top + height, -left : -left + width]
+    if geometry.mode == "letterbox":
+        padded = torch.zeros(3, height, width)
+        padded[:, top : top + pixels.shape[1], left : left + pixels.shape[2]] = pixels
+        return padded
+    return pixels
+
+
+def preprocess_batch(
+    images: Sequence[Image.Image],
+    size: int = 224,
+    mode: str = "resize",
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> tuple[torch.Tensor, list[Geometry]]:
+    """`preprocess` several images into one (N, 3, size, size) tensor and their geometries, in order."""
+    import torch
+
+    if not images:
+        raise ImageError("no images to preprocess", "pass at least one image")
+    pairs = [preprocess(image, size, mode, mean, std) for image in images]
+    return torch.cat([tensor for tensor, _ in pairs]), [geometry for _, geometry in pairs]
+
+
+def map_to_original(attention: np.ndarray, geometry: Geometry, *, resample: str = "bilinear") -> np.ndarray:
+    """Draw a feature-map-resolution map at the original image's resolution, undoing resize/crop/letterbox.
+
+    Cell (i, j) of an h x w map covers input pixels [j*W/w, (j+1)*W/w) x [i*H/h, (i+1)*H/h). Each original
+    pixel centre is mapped into the input and the map is sampled there: bilinear with align_corners=False
+    semantics (as if upsampled to the input size), or the cell it falls in for "nearest". The two steps are
+    composed into one separable interpolation, so there is no double blur and no rounding of the crop box.
+
+    Args:
+        attention: (h, w) finite float map covering the whole model input.
+        geometry: From `preprocess`.
+        resample: "bilinear" or "nearest".
+
+    Returns:
+        float32 array (original_height, original_width); NaN where the model never saw the original (crop).
+    """
+    if resample not in RESAMPLES:
+        raise ImageError(f"unknown resample {resample!r}", f"choose one of: {', '.join(RESAMPLES)}")
+    values = np.asarray(attention, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"attention must be a 2-D (h, w) map, got shape {values.shape}")
+    if not np.isfinite(values).all():  # one NaN would spread along its whole row and column
+        raise ValueError("attention contains NaN or infinity")
+    rows, seen_rows = _axis_weights(geometry, 1, values.shape[0], resample)
+    cols, seen_cols = _axis_weights(geometry, 0, values.shape[1], resample)
+    out = rows @ values @ cols.T
+    out[~seen_rows, :] = np.nan
+    out[:, ~seen_cols] = np.nan
+    return out
+
+
+def _axis_weights(geometry: Geometry, axis: int, cells: int, resample: str) -> tuple[np.ndarray, np.ndarray]:
+    """(original pixels x cells) interpolation matrix along one axis, and which original pixels the input shows."""
+    count, extent = geometry.original_size[axis], geometry.input_size[axis]
+    centres = (np.arange(count) + 0.5) * geometry.resized_size[axis] / count + geometry.offset[axis]
+    seen = (centres >= 0) & (centres < extent)
+    weights = np.zeros((count, cells), dtype=np.float32)
+    pixel = np.arange(count)
+    if resample == "nearest":
+        weights[pixel, _cell_index(centres, extent, cells)] = 1.0
+        return weights, seen
+    position = np.clip(centres * cells / extent - 0.5, 0, cells - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, cells - 1)
+    frac = (position - low).astype(np.float32)
+    np.add.at(weights, (pixel, low), 1.0 - frac)
+    np.add.at(weights, (pixel, high), frac)
+    return weights, seen
+
+
+def _cell_index(position: np.ndarray, extent: int, cells: int) -> np.ndarray:
+    return np.clip(np.floor(position * cells / extent).astype(int), 0, cells - 1)
+
+
+def original_to_cell(x: float, y: float, geometry: Geometry, grid_h: int, grid_w: int) -> tuple[int, int] | None:
+    """The (row, col) of the grid_h x grid_w feature-map cell that original point (x, y) falls in.
+
+    Pass (col + 0.5, row + 0.5) for pixel (col, row); that cell is the one `map_to_original(..., "nearest")`
+    draws on the pixel. Returns None for points outside the original or outside what the model sees.
+    """
+    width, height = geometry.original_size
+    if not (0 <= x < width and 0 <= y < height):
+        return None
+    u, v = geometry.to_input(x, y)
+    if not (0 <= u < geometry.input_size[0] and 0 <= v < geometry.input_size[1]):
+        return None
+    row = _cell_index(np.array([v]), geometry.input_size[1], grid_h)[0]
+    col = _cell_index(np.array([u]), geometry.input_size[0], grid_w)[0]
+    return int(row), int(col)
+
+
+def cell_centre_to_original(row: int, col: int, geometry: Geometry, grid_h: int, grid_w: int) -> tuple[float, float]:
+    """The original-image point (x, y) at the centre of cell (row, col) of a grid_h x grid_w feature map.
+
+    In letterbox mode a cell in the padding has its centre outside the original (negative or past the edge).
+    """
+    if not (0 <= row < grid_h and 0 <= col < grid_w):
+        raise ValueError(f"cell ({row}, {col}) is outside a {grid_h}x{grid_w} grid")
+    width, height = geometry.input_size
+    return geometry.to_original((col + 0.5) * width / grid_w, (row + 0.5) * height / grid_h)

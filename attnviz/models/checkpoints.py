@@ -1,0 +1,139 @@
+"""Reading weights files: safetensors and weights-only torch files; pickled modules only when the user trusts them.
+
+`torch.load(weights_only=True)` never runs code from the file; a file that needs the full unpickler (a model saved
+with `torch.save(model)`) is refused unless `trust=True`, because unpickling it can execute anything.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnviz.errors import CheckpointError, UntrustedCheckpointError, UsageError
+
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "weights", "net")
+"""Keys under which training scripts commonly nest a state dict."""
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise UsageError(f"weights file not found: {path}", "check the path")
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory, not a weights file", "give the path of a .safetensors or .pt file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"weights file {path} is empty", "re-save or re-download it")
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
+    """Read a weights file without running code from it (unless `trust`).
+
+    Returns a dict (a state dict, or a training checkpoint holding one), or with `trust=True` possibly a
+    pickled nn.Module.
+
+    Raises:
+        UsageError: the file is missing or a directory.
+        UntrustedCheckpointError: the file is a full pickle and `trust` is False.
+        CheckpointError: the file is empty, corrupt, or not a weights file.
+    """
+    path = Path(path)
+    _check_file(path)
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+        return _read_safetensors(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust:
+            raise UntrustedCheckpointError(
+                f"{path} is a pickled Python object (e.g. a model saved with torch.save(model)); loading it runs "
+                "code from the file",
+                "pass --trust only if you trust where the file came from, or save a state_dict instead",
+            ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read {path} as a torch weights file ({str(exc).splitlines()[0][:160]})",
+            "the file may be truncated or not a checkpoint",
+        ) from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a trusted pickle can fail in any way its code likes
+        raise CheckpointError(f"loading the trusted pickle {path} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read {path} as safetensors ({str(exc).splitlines()[0][:160]})",
+            "the file may be truncated or corrupt; re-save or re-download it",
+        ) from exc
+
+
+def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The state dict inside what `read_checkpoint` returned (a bare state dict, or one nested under a usual key)."""
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, dict):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+        for key in STATE_DICT_KEYS:
+            if isinstance(obj.get(key), dict):
+                return extract_state_dict(obj[key], source)
+            if isinstance(obj.get(key), nn.Module):
+                return obj[key].state_dict()
+    raise CheckpointError(f"{source} holds no state dict (found {type(obj).__name__})")
+
+
+def _strip_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    """Drop a "module." (DataParallel) or "model." prefix when that is what makes the keys match."""
+    for prefix in ("module.", "model."):
+        if all(k.startswith(prefix) for k in state):
+            stripped = {k[len(prefix) :]: v for k, v in state.items()}
+            if set(stripped) & expected:
+                return stripped
+    return state
+
+
+def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "the weights file") -> None:
+    """Load `state` into `model` strictly, naming what does not match in one line.
+
+    Raises:
+        CheckpointError: keys are missing or unexpected, or shapes differ.
+    """
+    own = model.state_dict()
+    state = _strip_prefix(state, set(own))
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if mismatched:
+            parts.append(f"{len(mismatched)} of another shape (e.g. {', '.join(mismatched[:2])})")
+        raise CheckpointError(
+            f"{source} does not fit this model: " + "; ".join(parts),
+            "check --backbone, the block name and --stages match the ones the weights were trained with",
+        )
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)

@@ -1,0 +1,184 @@
+"""The main job, as a library: load a model, run images through it under capture, map attention back to pixels.
+
+The CLI commands are thin layers over these functions: parse options, call here, render, report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from attnviz.capture import Recording, capture
+from attnviz.errors import ImageError, UsageError
+from attnviz.images import Geometry, load_image, map_to_original, preprocess
+from attnviz.maps import AttentionMap, coordinate_outer, plane
+from attnviz.models import STAGES
+from attnviz.models.backbones import ModelConfig, build_model
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+SPATIAL_KINDS = ("spatial", "coordinate", "level")
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" picks CUDA when available; "cpu" and "cuda" are taken as asked (cuda must exist)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu or auto")
+        return torch.device("cuda")
+    raise UsageError(f"unknown device {name!r}", "choose auto, cpu or cuda")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to analyse images, and where its weights came from."""
+
+    model: nn.Module
+    config: ModelConfig
+    device: torch.device
+    source: str
+    trained: bool
+
+    def stage_of(self, layer: str) -> int | None:
+        return self.model.attnviz_blocks.get(layer)
+
+    def layers_of_stage(self, stage: int) -> list[str]:
+        return [path for path, s in self.model.attnviz_blocks.items() if s == stage]
+
+
+def load_model(
+    block: str,
+    *,
+    backbone: str = "resnet18",
+    stages: Sequence[int] = STAGES,
+    pretrained: bool = False,
+    weights: str | os.PathLike[str] | None = None,
+    trust: bool = False,
+    device: str = "auto",
+) -> LoadedModel:
+    """Build `backbone` with `block` in `stages`, load weights, move it to the device, in eval mode."""
+    model = build_model(backbone, block, stages=stages, weights=weights, pretrained=pretrained, trust=trust)
+    if weights is not None:
+        source, trained = f"weights from {weights}", True
+    elif pretrained:
+        source, trained = f"torchvision's pretrained {backbone} backbone; the {block} blocks are untrained", False
+    else:
+        source, trained = f"randomly initialised {backbone} + {block} (no trained weights)", False
+    target = resolve_device(device)
+    return LoadedModel(model.to(target).eval(), model.attnviz_config, target, source, trained)
+
+
+def image_paths(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand folders into the image files they hold (sorted); keep files as given.
+
+    Raises:
+        ImageError: a path does not exist, or a folder holds no images.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise ImageError(
+                    f"folder {path} holds no images", f"expected files ending in {', '.join(sorted(IMAGE_SUFFIXES))}"
+                )
+            found.extend(images)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise ImageError(f"image not found: {path}", "check the path")
+    return found
+
+
+@dataclass
+class Analysis:
+    """One image through the model: the photo, how it was fed in, and what the attention blocks computed."""
+
+    path: Path
+    image: Image.Image
+    geometry: Geometry
+    recording: Recording
+    output: Any
+
+    def spatial(self, m: AttentionMap, index: int = 0) -> np.ndarray:
+        """A spatial-type map drawn back on the original image's pixels (NaN where the model saw nothing)."""
+        return map_to_original(plane(m)[index], self.geometry)
+
+    def coordinate(self, h_map: AttentionMap, w_map: AttentionMap, index: int = 0) -> tuple[np.ndarray, ...]:
+        """Coordinate Attention on the original pixels: (H profile, W profile, outer-product map)."""
+        outer = map_to_original(coordinate_outer(h_map, w_map)[index], self.geometry)
+        with np.errstate(all="ignore"):
+            a_h = np.nanmean(map_to_original(plane(h_map)[index], self.geometry), axis=1)
+            a_w = np.nanmean(map_to_original(plane(w_map)[index], self.geometry), axis=0)
+        return a_h, a_w, outer
+
+
+def check_points(points: Sequence[tuple[float, float]], image_size: tuple[int, int]) -> None:
+    """Raise UsageError for the first query point outside an image of `image_size` (width, height) pixels."""
+    width, height = image_size
+    for x, y in points:
+        if not (0 <= x < width and 0 <= y < height):
+            raise UsageError(
+                f"query point {x:g},{y:g} lies outside the image ({width}x{height} pixels)",
+                f"give X in 0..{width - 1} and Y in 0..{height - 1}",
+            )
+
+
+def query_fractions(points: Sequence[tuple[float, float]], geometry: Geometry) -> list[tuple[float, float]]:
+    """Original-image pixels -> (x, y) fractions of the model input, as `capture(queries=...)` wants.
+
+    Raises:
+        UsageError: a point lies outside the image.
+    """
+    check_points(points, geometry.original_size)
+    fractions = []
+    for x, y in points:
+        ix, iy = geometry.to_input(x + 0.5, y + 0.5)
+        in_w, in_h = geometry.input_size
+        fractions.append((ix / in_w, iy / in_h))
+    return fractions
+
+
+def analyse(
+    loaded: LoadedModel,
+    path: str | os.PathLike[str],
+    *,
+    size: int = 224,
+    mode: str = "resize",
+    kinds: Sequence[str] | None = None,
+    layers: Sequence[str] | None = None,
+    query_points: Sequence[tuple[float, float]] | None = None,
+    heads: Sequence[int] | None = None,
+    image: Image.Image | None = None,
+) -> Analysis:
+    """Run one image through the model under capture.
+
+    Args:
+        loaded: The model (see `load_model`).
+        path: The image file.
+        size: Side of the square model input.
+        mode: How the image is fitted to the input: "resize", "crop" or "letterbox".
+        kinds: Record only these kinds of attention.
+        layers: Record only blocks at or under these module paths.
+        query_points: For attention matrices, keep only the rows of these original-image pixels (x, y).
+        heads: For attention matrices, keep only these heads.
+        image: The already-loaded image, to skip reading `path` again.
+    """
+    photo = image if image is not None else load_image(path)
+    tensor, geometry = preprocess(photo, size=size, mode=mode)
+    queries = query_fractions(query_points, geometry) if query_points else None
+    with torch.inference_mode(), capture(loaded.model, kinds=kinds, layers=layers, queries=queries, heads=heads) as rec:
+        output = loaded.model(tensor.to(loaded.device))
+    return Analysis(Path(path), photo, geometry, rec, output)
