@@ -297,7 +297,13 @@ def preprocess_batch(
     return torch.cat([tensor for tensor, _ in pairs]), [geometry for _, geometry in pairs]
 
 
-def map_to_original(attention: np.ndarray, geometry: Geometry, *, resample: str = "bilinear") -> np.ndarray:
+def map_to_original(
+    attention: np.ndarray,
+    geometry: Geometry,
+    *,
+    resample: str = "bilinear",
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Draw a feature-map-resolution map at the original image's resolution, undoing resize/crop/letterbox.
 
     Cell (i, j) of an h x w map covers input pixels [j*W/w, (j+1)*W/w) x [i*H/h, (i+1)*H/h). Each original
@@ -309,9 +315,11 @@ def map_to_original(attention: np.ndarray, geometry: Geometry, *, resample: str 
         attention: (h, w) finite float map covering the whole model input.
         geometry: From `preprocess`.
         resample: "bilinear" or "nearest".
+        size: (width, height) to draw at instead of the original's own size: the same picture of the original
+            image, sampled at the pixel centres of a `size` grid laid over it (for thumbnails and tiles).
 
     Returns:
-        float32 array (original_height, original_width); NaN where the model never saw the original (crop).
+        float32 array (height, width) of the original (or of `size`); NaN where the model never saw the original.
     """
     if resample not in RESAMPLES:
         raise ImageError(f"unknown resample {resample!r}", f"choose one of: {', '.join(RESAMPLES)}")
@@ -320,17 +328,23 @@ def map_to_original(attention: np.ndarray, geometry: Geometry, *, resample: str 
         raise ValueError(f"attention must be a 2-D (h, w) map, got shape {values.shape}")
     if not np.isfinite(values).all():  # one NaN would spread along its whole row and column
         raise ValueError("attention contains NaN or infinity")
-    rows, seen_rows = _axis_weights(geometry, 1, values.shape[0], resample)
-    cols, seen_cols = _axis_weights(geometry, 0, values.shape[1], resample)
+    out_size = size or geometry.original_size
+    rows, seen_rows = _axis_weights(geometry, 1, values.shape[0], resample, out_size[1])
+    cols, seen_cols = _axis_weights(geometry, 0, values.shape[1], resample, out_size[0])
     out = rows @ values @ cols.T
     out[~seen_rows, :] = np.nan
     out[:, ~seen_cols] = np.nan
     return out
 
 
-def _axis_weights(geometry: Geometry, axis: int, cells: int, resample: str) -> tuple[np.ndarray, np.ndarray]:
-    """(original pixels x cells) interpolation matrix along one axis, and which original pixels the input shows."""
-    count, extent = geometry.original_size[axis], geometry.input_size[axis]
+def _axis_weights(
+    geometry: Geometry, axis: int, cells: int, resample: str, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(output pixels x cells) interpolation matrix along one axis, and which output pixels the input shows.
+
+    The `count` output pixels evenly cover the original image's extent along the axis.
+    """
+    extent = geometry.input_size[axis]
     centres = (np.arange(count) + 0.5) * geometry.resized_size[axis] / count + geometry.offset[axis]
     seen = (centres >= 0) & (centres < extent)
     weights = np.zeros((count, cells), dtype=np.float32)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,17 +111,35 @@ class Analysis:
     geometry: Geometry
     recording: Recording
     output: Any
+    _thumbnails: dict[int, Image.Image] = field(default_factory=dict, repr=False)
 
-    def spatial(self, m: AttentionMap, index: int = 0) -> np.ndarray:
-        """A spatial-type map drawn back on the original image's pixels (NaN where the model saw nothing)."""
-        return map_to_original(plane(m)[index], self.geometry)
+    def thumbnail(self, width: int | None) -> Image.Image:
+        """The photo scaled to `width` pixels wide, keeping its aspect (the photo itself for None)."""
+        if width is None or width == self.image.width:
+            return self.image
+        if width not in self._thumbnails:
+            height = max(1, round(self.image.height * width / self.image.width))
+            self._thumbnails[width] = self.image.resize((width, height), Image.Resampling.BILINEAR)
+        return self._thumbnails[width]
 
-    def coordinate(self, h_map: AttentionMap, w_map: AttentionMap, index: int = 0) -> tuple[np.ndarray, ...]:
-        """Coordinate Attention on the original pixels: (H profile, W profile, outer-product map)."""
-        outer = map_to_original(coordinate_outer(h_map, w_map)[index], self.geometry)
+    def on_photo(self, cells: np.ndarray, width: int | None = None) -> np.ndarray:
+        """A map covering the model input, drawn back on the photo (at `thumbnail(width)`'s size); NaN where the
+        model saw nothing of the photo."""
+        size = self.thumbnail(width).size if width is not None else None
+        return map_to_original(np.asarray(cells, dtype=np.float32), self.geometry, size=size)
+
+    def spatial(self, m: AttentionMap, width: int | None = None, index: int = 0) -> np.ndarray:
+        """A spatial-type map drawn back on the photo's pixels (see `on_photo`)."""
+        return self.on_photo(plane(m)[index], width)
+
+    def coordinate(
+        self, h_map: AttentionMap, w_map: AttentionMap, width: int | None = None, index: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Coordinate Attention on the photo's pixels: (H profile, W profile, outer-product map)."""
+        outer = self.on_photo(coordinate_outer(h_map, w_map)[index], width)
         with np.errstate(all="ignore"):
-            a_h = np.nanmean(map_to_original(plane(h_map)[index], self.geometry), axis=1)
-            a_w = np.nanmean(map_to_original(plane(w_map)[index], self.geometry), axis=0)
+            a_h = np.nanmean(self.on_photo(plane(h_map)[index], width), axis=1)
+            a_w = np.nanmean(self.on_photo(plane(w_map)[index], width), axis=0)
         return a_h, a_w, outer
 
 

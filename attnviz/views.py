@@ -35,9 +35,9 @@ def describe(m: AttentionMap, loaded: LoadedModel) -> str:
 
 
 def _tile(image: Image.Image, caption: str) -> Image.Image:
-    scale = TILE_WIDTH / image.width
-    small = image.resize((TILE_WIDTH, max(1, round(image.height * scale))), Image.Resampling.BILINEAR)
-    return caption_tile(small, caption)
+    if image.width != TILE_WIDTH:
+        image = image.resize((TILE_WIDTH, max(1, round(image.height * TILE_WIDTH / image.width))))
+    return caption_tile(image, caption)
 
 
 def _range_note(values: np.ndarray) -> str:
@@ -52,37 +52,38 @@ def spatial_rows(
     analysis: Analysis, loaded: LoadedModel, *, every_block: bool, cmap: str, alpha: float, contour: bool = False
 ) -> list[list[Image.Image]]:
     """One row per drawn block: one overlay per spatial-type map (spatial, coordinate product, ASFF level)."""
-    rows = []
+    photo = analysis.thumbnail(TILE_WIDTH)
     by_layer = analysis.recording.by_layer()
+    rows = []
     for layer in stage_representatives(loaded, list(by_layer), every_block=every_block):
-        row = []
-        maps = by_layer[layer]
-        for m in maps:
-            if m.kind == "spatial":
-                heat = analysis.spatial(m)
-                row.append(
-                    _tile(
-                        overlay(analysis.image, heat, cmap=cmap, alpha=alpha, contour=contour),
-                        f"{describe(m, loaded)} · {_range_note(heat)}",
-                    )
-                )
-            elif m.kind == "level":
-                for level, heat in enumerate(level_planes(m)[0]):
-                    mapped = _on_original(analysis, heat)
-                    row.append(
-                        _tile(
-                            overlay(analysis.image, mapped, cmap=cmap, alpha=alpha, vmin=0, vmax=1),
-                            f"{describe(m, loaded)} · level {level}",
-                        )
-                    )
-        coordinate = [m for m in maps if m.kind == "coordinate"]
-        for h_map, w_map in zip(coordinate[::2], coordinate[1::2], strict=False):
-            _, _, outer = analysis.coordinate(h_map, w_map)
-            caption = f"{describe(h_map, loaded).rsplit(' · ', 1)[0]} · a_h x a_w · {_range_note(outer)}"
-            row.append(_tile(overlay(analysis.image, outer, cmap=cmap, alpha=alpha, contour=contour), caption))
+        row = [
+            _tile(overlay(photo, heat, cmap=cmap, alpha=alpha, contour=contour, **value_range), caption)
+            for heat, caption, value_range in _spatial_pictures(analysis, loaded, by_layer[layer])
+        ]
         if row:
             rows.append(row)
     return rows
+
+
+def _spatial_pictures(
+    analysis: Analysis, loaded: LoadedModel, maps: list[AttentionMap]
+) -> list[tuple[np.ndarray, str, dict[str, float]]]:
+    """(map on the tile-sized photo, caption, fixed value range if any) for each spatial-type map of one block."""
+    pictures = []
+    for m in maps:
+        if m.kind == "spatial":
+            heat = analysis.spatial(m, TILE_WIDTH)
+            pictures.append((heat, f"{describe(m, loaded)} · {_range_note(heat)}", {}))
+        elif m.kind == "level":
+            for level, cells in enumerate(level_planes(m)[0]):
+                heat = analysis.on_photo(cells, TILE_WIDTH)
+                pictures.append((heat, f"{describe(m, loaded)} · level {level}", {"vmin": 0.0, "vmax": 1.0}))
+    coordinate = [m for m in maps if m.kind == "coordinate"]
+    for h_map, w_map in zip(coordinate[::2], coordinate[1::2], strict=False):
+        _, _, outer = analysis.coordinate(h_map, w_map, TILE_WIDTH)
+        where = describe(h_map, loaded).rsplit(" · ", 1)[0]
+        pictures.append((outer, f"{where} · a_h x a_w · {_range_note(outer)}", {}))
+    return pictures
 
 
 def show_picture(analysis: Analysis, rows: list[list[Image.Image]]) -> Image.Image:
@@ -91,7 +92,9 @@ def show_picture(analysis: Analysis, rows: list[list[Image.Image]]) -> Image.Ima
     Blocks with one map each go in a single row after the photo (wrapping after 5 maps); blocks with several
     maps (Triplet's three branches) get a row each, led by the photo.
     """
-    photo = _tile(analysis.image, f"{analysis.path.name} ({analysis.image.width}x{analysis.image.height})")
+    photo = _tile(
+        analysis.thumbnail(TILE_WIDTH), f"{analysis.path.name} ({analysis.image.width}x{analysis.image.height})"
+    )
     if all(len(row) == 1 for row in rows):
         tiles = [photo, *(row[0] for row in rows)]
         return grid(tiles, min(len(tiles), 5))
@@ -104,12 +107,6 @@ def show_picture(analysis: Analysis, rows: list[list[Image.Image]]) -> Image.Ima
 
 def _blank_like(tile: Image.Image) -> Image.Image:
     return Image.new("RGB", tile.size, "white")
-
-
-def _on_original(analysis: Analysis, cells: np.ndarray) -> np.ndarray:
-    from attnviz.images import map_to_original
-
-    return map_to_original(np.asarray(cells, dtype=np.float32), analysis.geometry)
 
 
 def tile_grid(tiles: list[Image.Image], columns: int | None = None) -> Image.Image:
@@ -145,14 +142,16 @@ def query_tiles(
 ) -> list[Image.Image]:
     """For each grid matrix (and criss-cross map) and each query point: where that pixel looks, per head."""
     tiles = []
+    photo = analysis.thumbnail(TILE_WIDTH)
+    scale = photo.width / analysis.image.width
     layers = stage_representatives(loaded, analysis.recording.layers(), every_block=every_block)
     for m in analysis.recording:
         if m.layer not in layers or m.kind != "matrix" or m.tokens not in ("grid", "row_col"):
             continue
         for x, y in points:
             for head, cells in _query_planes(analysis, m, x, y):
-                heat = _on_original(analysis, cells)
-                picture = mark_point(overlay(analysis.image, heat, cmap=cmap, alpha=alpha), (x, y))
+                heat = analysis.on_photo(cells, TILE_WIDTH)
+                picture = mark_point(overlay(photo, heat, cmap=cmap, alpha=alpha), (x * scale, y * scale))
                 head_note = f" · head {head}" if head is not None else ""
                 tiles.append(_tile(picture, f"{describe(m, loaded)}{head_note} · query {x:g},{y:g}"))
     return tiles

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,16 @@ from attnviz.capture import capture
 from attnviz.errors import CaptureError
 from attnviz.maps import AttentionMap, channel_vector, coordinate_outer, plane, query_plane
 from attnviz.models.backbones import build_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: these models are tiny, and two threads slow down many times when the CPU is shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 # --------------------------------------------------------------------------------------------------- helpers
 
@@ -153,7 +165,7 @@ def test_gpu_maps_land_on_cpu() -> None:
 
 
 def test_outputs_bit_identical_with_and_without_capture(resnet_cbam: nn.Module) -> None:
-    x = torch.randn(2, 3, 64, 80)
+    x = torch.randn(1, 3, 64, 80)
     resnet_cbam.eval()
     with torch.no_grad():
         plain = resnet_cbam(x)
@@ -371,8 +383,18 @@ def test_coordinate_outer_is_the_channel_mean_of_the_outer_product() -> None:
 
 def _matrix_map(tensor: torch.Tensor, grid: tuple[int, int], queries: list[int] | None = None) -> AttentionMap:
     return AttentionMap(
-        layer="attn", tap="attn.tap", label="matrix", call=0, kind="matrix", axes=("batch", "head", "query", "key"),
-        norm="softmax", over=("key",), tensor=tensor, tokens="grid", grid=grid, queries=queries,
+        layer="attn",
+        tap="attn.tap",
+        label="matrix",
+        call=0,
+        kind="matrix",
+        axes=("batch", "head", "query", "key"),
+        norm="softmax",
+        over=("key",),
+        tensor=tensor,
+        tokens="grid",
+        grid=grid,
+        queries=queries,
     )
 
 

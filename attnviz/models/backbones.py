@@ -135,7 +135,8 @@ def pretrained_state_dict(backbone: str) -> dict[str, Any]:
     filename = os.path.basename(weights.url)
     target = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
     try:
-        return weights.get_state_dict(progress=False)
+        # weights_only: never run code from the cache file, which the hint below asks users to place by hand.
+        return weights.get_state_dict(progress=False, weights_only=True)
     except Exception as exc:
         raise CheckpointError(
             f"cannot fetch torchvision's pretrained {backbone} weights ({type(exc).__name__})",

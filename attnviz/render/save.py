@@ -119,7 +119,7 @@ def _image_svg(image: Image.Image) -> bytes:
 def _image_writer(image: Image.Image, fmt: str, dpi: float) -> Callable[[IO[bytes]], None]:
     def write(handle: IO[bytes]) -> None:
         if fmt == "png":
-            image.save(handle, format="PNG")
+            image.save(handle, format="PNG", compress_level=1)  # 4x faster than the default, files ~25% larger
         elif fmt == "pdf":
             image.convert("RGB").save(handle, format="PDF", resolution=float(dpi))
         else:
