@@ -99,6 +99,12 @@ def _grid_queries(grid: tuple[int, int], queries: Sequence[tuple[float, float]])
     return list(dict.fromkeys(indices))
 
 
+def _plain_copy(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A CPU copy that is an ordinary tensor even when the model ran under torch.inference_mode()."""
+    with torch.inference_mode(False):
+        return value.to(device="cpu", dtype=dtype, copy=True)
+
+
 class _Recorder:
     """The hook body: turns one tap call into an AttentionMap appended to the recording."""
 
@@ -131,8 +137,15 @@ class _Recorder:
         value = value.detach()
         kept_queries = kept_heads = None
         if tap.kind == "matrix" and "head" in tap.axes and self.heads is not None:
-            kept_heads = [h for h in self.heads if h < value.shape[tap.axes.index("head")]]
-            value = value.index_select(tap.axes.index("head"), torch.tensor(kept_heads, device=value.device))
+            count = value.shape[tap.axes.index("head")]
+            kept_heads = [h for h in self.heads if 0 <= h < count]
+            if not kept_heads:
+                raise CaptureError(
+                    f"the attention matrix at {layer} ({tap.label}) has {count} heads, none of {self.heads}",
+                    f"ask for heads 0 to {count - 1}",
+                )
+            index = torch.tensor(kept_heads, dtype=torch.long, device=value.device)
+            value = value.index_select(tap.axes.index("head"), index)
         if tap.tokens == "grid" and grid is not None and self.queries is not None:
             kept_queries = _grid_queries(tuple(grid), self.queries)
             index = torch.tensor(kept_queries, device=value.device)
@@ -158,7 +171,7 @@ class _Recorder:
                 norm=tap.norm,
                 over=tap.over,
                 tokens=tap.tokens,
-                tensor=value.to(device="cpu", dtype=self.dtype, copy=True),
+                tensor=_plain_copy(value, self.dtype),
                 grid=tuple(grid) if grid is not None else None,
                 queries=kept_queries,
                 heads=kept_heads,

@@ -104,7 +104,7 @@ def reduce_to(m: AttentionMap, keep: tuple[str, ...]) -> torch.Tensor:
         if axis not in remaining:
             t = t.unsqueeze(-1)
             remaining.append(axis)
-    return t.permute([remaining.index(a) for a in order])
+    return t.permute([remaining.index(a) for a in order]).clone()  # never a view of the recording
 
 
 def plane(m: AttentionMap) -> np.ndarray:

@@ -316,6 +316,19 @@ def test_query_rows_and_heads(resnet_mhsa: nn.Module) -> None:
     assert rows[0].queries == [0, 2 * 6 + 5]
 
 
+def test_heads_that_do_not_exist() -> None:
+    block = create_block("mhsa", 16, heads=4).eval()
+    x = torch.randn(1, 16, 3, 3)
+    with capture(block, heads=[2, 9]) as rec:
+        block(x)
+    assert rec[0].heads == [2] and rec[0].shape == (1, 1, 9, 9)
+    for heads in ([9], [-1]):
+        with pytest.raises(CaptureError, match="4 heads") as info, capture(block, heads=heads):
+            block(x)
+        assert "0 to 3" in (info.value.hint or "")
+    _assert_unhooked(block)
+
+
 def test_matrix_over_budget_is_refused_and_cleanup_still_happens(resnet_mhsa: nn.Module) -> None:
     before = _mixed_mode(resnet_mhsa)
     x = torch.randn(1, 3, 64, 96)

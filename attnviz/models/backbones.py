@@ -188,6 +188,12 @@ def build_model(
     if num_classes != 1000:
         _replace_head(model, num_classes)
     paths = insert_blocks(model, config) if block else {}
+    if block and not paths:
+        usable = sorted({stage for stage, *_ in attention_sites(model, config.backbone)})
+        raise UsageError(
+            f"{backbone} has no place for a block in stage(s) {', '.join(map(str, config.stages))}",
+            f"its blocks can go in stage(s) {', '.join(map(str, usable))} (set them with --stages)",
+        )
     if weights is not None:
         state = extract_state_dict(read_checkpoint(weights, trust=trust), str(weights))
         apply_state_dict(model, state, str(weights))
