@@ -156,14 +156,6 @@ def test_fp16_storage() -> None:
         torch.testing.assert_close(b.tensor.float(), a.tensor, atol=1e-3, rtol=1e-3)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_gpu_maps_land_on_cpu() -> None:
-    model = CalledTwice().cuda().eval()
-    with capture(model) as rec:
-        model(torch.randn(1, 16, 8, 8, device="cuda"))
-    assert rec.maps and all(m.tensor.device.type == "cpu" for m in rec)
-
-
 def test_outputs_bit_identical_with_and_without_capture(resnet_cbam: nn.Module) -> None:
     x = torch.randn(1, 3, 64, 80)
     resnet_cbam.eval()

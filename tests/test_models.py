@@ -97,12 +97,14 @@ def test_every_backbone_gets_registered_blocks_at_chosen_stages(backbone: str) -
     with torch.no_grad():
         assert model(_image()).shape == (1, 1000)
 
+    if backbone == "mobilenet_v3_small":  # its stride-8 blocks have no squeeze-excitation to replace
+        with pytest.raises(UsageError, match="no place for a block in stage"):
+            build_model(backbone, "se", stages=(2,))
+        return
     only_two = build_model(backbone, "se", stages=(2,))
-    assert set(only_two.attnviz_blocks.values()) <= {2}
+    assert only_two.attnviz_blocks and set(only_two.attnviz_blocks.values()) == {2}
     assert sum(isinstance(m, AttentionBlock) for m in only_two.modules()) == len(only_two.attnviz_blocks)
     assert set(only_two.attnviz_blocks) == {p for p, s in blocks.items() if s == 2}
-    if backbone != "mobilenet_v3_small":  # its stride-8 blocks have no squeeze-excitation to replace
-        assert only_two.attnviz_blocks
 
 
 def test_plain_model_has_no_blocks() -> None:
