@@ -101,6 +101,8 @@ def _grid_queries(grid: tuple[int, int], queries: Sequence[tuple[float, float]])
 
 def _plain_copy(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A CPU copy that is an ordinary tensor even when the model ran under torch.inference_mode()."""
+    if not value.is_inference():
+        return value.to(device="cpu", dtype=dtype, copy=True)
     with torch.inference_mode(False):
         return value.to(device="cpu", dtype=dtype, copy=True)
 
@@ -150,7 +152,7 @@ class _Recorder:
             kept_queries = _grid_queries(tuple(grid), self.queries)
             index = torch.tensor(kept_queries, device=value.device)
             value = value.index_select(tap.axes.index("query"), index)
-        nbytes = value.numel() * torch.empty((), dtype=self.dtype).element_size()
+        nbytes = value.numel() * self.dtype.itemsize
         if tap.kind == "matrix" and nbytes > self.max_bytes:
             raise CaptureError(
                 f"the attention matrix at {layer} ({tap.label}) would take {nbytes / 2**20:.0f} MB "
@@ -211,7 +213,7 @@ def capture(
     wanted_kinds = set(kinds) if kinds is not None else None
     recording = Recording()
     recorder = _Recorder(recording, dtype=dtype, queries=queries, heads=heads, max_bytes=max_bytes)
-    modes = {module: module.training for module in model.modules()}
+    training = [module for module in model.modules() if module.training] if eval_mode else []
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
         for path, (tap, layer, block) in find_taps(model).items():
@@ -219,11 +221,11 @@ def capture(
                 continue
             recording.taps[path] = tap
             handles.append(tap.register_forward_hook(recorder.hook(path, tap, layer, block), with_kwargs=True))
-        if eval_mode:
-            model.eval()
+        for module in training:  # eval mode, touching only the modules that were training
+            module.training = False
         yield recording
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes.items():
-            module.training = training
+        for module in training:
+            module.training = True

@@ -48,13 +48,16 @@ def main() -> None:
     python = sys.executable
     baseline = timed([python, "-c", "import torch, torchvision"], args.repeats)
     with tempfile.TemporaryDirectory() as out:
-        show = timed([python, "-m", "attnviz", "show", "cbam", str(SAMPLE), "--out", out, "--device", "cpu"],
-                     args.repeats)
+        show = timed(
+            [python, "-m", "attnviz", "show", "cbam", str(SAMPLE), "--out", out, "--device", "cpu"], args.repeats
+        )
     extra = show - baseline
     print(f"python -c 'import torch, torchvision': {baseline:.2f} s (median of {args.repeats})")
     print(f"attnviz show cbam {SAMPLE.name}:         {show:.2f} s (median of {args.repeats})")
-    print(f"difference: {extra:.2f} s (goal <= 1.5 s), ratio {show / baseline:.2f}x -> "
-          f"{'PASS' if extra <= 1.5 else 'FAIL'}")
+    print(
+        f"difference: {extra:.2f} s (goal <= 1.5 s), ratio {show / baseline:.2f}x -> "
+        f"{'PASS' if extra <= 1.5 else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ from torch import nn
 from attnviz.blocks.catalog import CATALOG, KINDS, block_info
 from attnviz.errors import BlockConfigError
 
-AXES = frozenset(
-    {"batch", "channel", "height", "width", "level", "branch", "head", "query", "key", "node", "time"}
-)
+AXES = frozenset({"batch", "channel", "height", "width", "level", "branch", "head", "query", "key", "node", "time"})
 """Axis names a Tap may use. `query`/`key` index tokens; `Tap.tokens` says what a token is."""
 
 NORMS = ("sigmoid", "softmax", "sum_to_one", "none")
@@ -77,9 +75,7 @@ class Tap(nn.Module):
         return f"kind={self.kind}, axes={self.axes}, norm={self.norm}, label={self.label}"
 
 
-def _check_tap_spec(
-    kind: str, axes: tuple[str, ...], norm: str, over: tuple[str, ...], tokens: str | None
-) -> None:
+def _check_tap_spec(kind: str, axes: tuple[str, ...], norm: str, over: tuple[str, ...], tokens: str | None) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown tap kind {kind!r}; expected one of {KINDS}")
     if not axes or axes[0] != "batch" or not set(axes) <= AXES:
@@ -102,9 +98,7 @@ class AttentionBlock(nn.Module):
     block_name: str = ""
 
     @classmethod
-    def example_inputs(
-        cls, batch: int, channels: int, height: int, width: int, *, seed: int = 0
-    ) -> tuple[Any, ...]:
+    def example_inputs(cls, batch: int, channels: int, height: int, width: int, *, seed: int = 0) -> tuple[Any, ...]:
         """Positional arguments for `forward` that fit a block built with `channels` (used by tests and docs)."""
         return (example_feature_map(batch, channels, height, width, seed=seed),)
 
@@ -219,8 +213,16 @@ class ConvNormAct(nn.Sequential):
         ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         padding = tuple(dilation * (k - 1) // 2 for k in ks)
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, ks, stride=stride, padding=padding, dilation=dilation,
-                      groups=groups, bias=False),
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                ks,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                bias=False,
+            ),
             nn.BatchNorm2d(out_channels),
         ]
         if act is not None:

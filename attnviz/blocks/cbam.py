@@ -21,9 +21,7 @@ class ChannelGate(nn.Module):
     def __init__(self, channels: int, reduction: int = 16, *, min_hidden: int = 8) -> None:
         super().__init__()
         hidden = hidden_channels(channels, reduction, min_hidden)
-        self.mlp = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1)
-        )
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
         self.tap = Tap("channel", ("batch", "channel"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

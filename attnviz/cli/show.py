@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
@@ -60,10 +61,11 @@ def show(
         quiet=as_json,
     )
     results, skipped = [], []
-    with progress(len(paths) > 1 and not as_json) as bar:
+    # PNG encoding releases the GIL, so pictures are written on a second thread while the next photo runs.
+    with progress(len(paths) > 1 and not as_json) as bar, ThreadPoolExecutor(max_workers=1) as writer:
         task = bar.add_task("show", total=len(paths))
+        pending: list[tuple[Future[Path], dict[str, object]]] = []
         for index, path in enumerate(paths):
-            bar.advance(task)
             try:
                 photo = first if index == 0 else load_image(path)
             except ImageError as exc:
@@ -71,22 +73,19 @@ def show(
                     raise
                 skipped.append({"image": str(path), "error": str(exc)})
                 err.print(f"[yellow]skipped {path}: {exc.message}[/]")
+                bar.advance(task)
                 continue
             analysis = analyse(loaded, path, size=size, mode=preprocess, kinds=SPATIAL_KINDS, image=photo)
             rows = spatial_rows(analysis, loaded, every_block=every_block, cmap=cmap, alpha=alpha, contour=contour)
-            picture = show_picture(analysis, rows)
-            written = [save(picture, opt.output_path(out_dir, path.stem, block, "show", fmt), fmt)]
-            if save_raw:
-                written += save_recording(analysis, out_dir / f"{path.stem}_{block}_raw")
-            results.append(
-                {
-                    "image": str(path),
-                    "files": [str(p) for p in written],
-                    "maps": [m.summary() for m in analysis.recording],
-                }
+            target = opt.output_path(out_dir, path.stem, block, "show", fmt)
+            result: dict[str, object] = {"image": str(path), "maps": [m.summary() for m in analysis.recording]}
+            result["raw"] = (
+                [str(p) for p in save_recording(analysis, out_dir / f"{path.stem}_{block}_raw")] if save_raw else []
             )
-            if not as_json:
-                err.print(f"wrote {written[0]}")
+            pending.append((writer.submit(save, show_picture(analysis, rows), target, fmt), result))
+            _collect(pending, results, quiet=as_json, keep=2)
+            bar.advance(task)
+        _collect(pending, results, quiet=as_json, keep=0)
     if as_json:
         out.print_json(
             json.dumps(
@@ -95,3 +94,16 @@ def show(
         )
     if skipped:
         raise ImageError(f"{len(skipped)} of {len(paths)} images could not be read (see the lines above)")
+
+
+def _collect(
+    pending: list[tuple[Future[Path], dict[str, object]]], results: list[dict[str, object]], *, quiet: bool, keep: int
+) -> None:
+    """Report finished writes oldest first, waiting until at most `keep` are still running."""
+    while pending and (len(pending) > keep or pending[0][0].done()):
+        future, result = pending.pop(0)
+        written = future.result()
+        result["files"] = [str(written), *result.pop("raw")]  # type: ignore[misc]
+        results.append(result)
+        if not quiet:
+            err.print(f"wrote {written}")
