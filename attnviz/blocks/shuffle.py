@@ -39,6 +39,25 @@ def channel_shuffle_index(channels: int) -> torch.Tensor:
     return torch.tensor(order, dtype=torch.long)
 
 
+class ChannelStandardise(nn.Module):
+    """Per-channel GroupNorm without affine, (x - mean) / sqrt(var + eps) over (H, W), written out.
+
+    nn.GroupNorm refuses a map with one value per group (batch 1, one group, 1x1) even in eval mode; standardising
+    a single value gives 0, which is what this returns.
+    """
+
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(x, dim=(2, 3), correction=0, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + self.eps)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
 @register("shuffle")
 class ShuffleAttention(AttentionBlock):
     """Shuffle attention with per-group channel and spatial gates and a final 2-group channel shuffle.
@@ -71,7 +90,7 @@ class ShuffleAttention(AttentionBlock):
         self.cbias = nn.Parameter(torch.ones(1, self.channel_half, 1, 1))
         self.sweight = nn.Parameter(torch.zeros(1, gated_spatially, 1, 1))
         self.sbias = nn.Parameter(torch.ones(1, gated_spatially, 1, 1))
-        self.norm = nn.GroupNorm(gated_spatially, gated_spatially, eps=eps, affine=False)
+        self.norm = ChannelStandardise(eps)
         self.register_buffer("shuffle_index", channel_shuffle_index(channels), persistent=False)
         self.channel_tap = Tap("channel", ("batch", "channel"), label="channel")
         self.spatial_tap = Tap("spatial", ("batch", "channel", "height", "width"), label="spatial")
