@@ -22,6 +22,7 @@ from attnviz.images import Geometry, load_image, map_to_original, preprocess
 from attnviz.maps import AttentionMap, coordinate_outer, plane
 from attnviz.models import STAGES
 from attnviz.models.backbones import ModelConfig, build_model
+from attnviz.weights import WeightsInfo
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPATIAL_KINDS = ("spatial", "coordinate", "level")
@@ -49,6 +50,12 @@ class LoadedModel:
     device: torch.device
     source: str
     trained: bool
+    weights_info: WeightsInfo | None = None
+
+    @property
+    def input_size(self) -> int | None:
+        """The input side the weights were trained at, when known."""
+        return self.weights_info.input_size if self.weights_info else None
 
     def stage_of(self, layer: str) -> int | None:
         return self.model.attnviz_blocks.get(layer)
@@ -66,17 +73,44 @@ def load_model(
     weights: str | os.PathLike[str] | None = None,
     trust: bool = False,
     device: str = "auto",
+    demo: bool = True,
 ) -> LoadedModel:
-    """Build `backbone` with `block` in `stages`, load weights, move it to the device, in eval mode."""
-    model = build_model(backbone, block, stages=stages, weights=weights, pretrained=pretrained, trust=trust)
-    if weights is not None:
-        source, trained = f"weights from {weights}", True
-    elif pretrained:
-        source, trained = f"torchvision's pretrained {backbone} backbone; the {block} blocks are untrained", False
+    """Build `backbone` with `block` in `stages`, load weights, move it to the device, in eval mode.
+
+    Weights come from `weights` (an attnviz weights file with its JSON sidecar sets the backbone, stages and
+    classes itself; a bare state dict must fit the options), else torchvision's with `pretrained`, else the shipped
+    demo weights for this block and backbone when there are some (and `demo`), else random initialisation.
+    """
+    from attnviz.resources import demo_weights
+    from attnviz.train import load_weights
+    from attnviz.weights import read_sidecar
+
+    if weights is None and not pretrained and demo:
+        weights = demo_weights(block, backbone)
+    info = read_sidecar(weights) if weights is not None else None
+    if info is not None:
+        if info.block != block:
+            raise UsageError(
+                f"{weights} holds weights for {info.block or 'a plain backbone'}, not {block}",
+                f"use it with attnviz ... {info.block}"
+                if info.block
+                else "pass a weights file trained with this block",
+            )
+        model = build_model(info.backbone, block, stages=info.stages, num_classes=info.num_classes)
+        load_weights(model, weights, info)
+        source = f"weights from {weights} ({info.backbone}, stages {','.join(map(str, info.stages))})"
     else:
-        source, trained = f"randomly initialised {backbone} + {block} (no trained weights)", False
+        model = build_model(backbone, block, stages=stages, weights=weights, pretrained=pretrained, trust=trust)
+        source = f"weights from {weights}"
+    trained = weights is not None
+    if weights is None:
+        source = (
+            f"torchvision's pretrained {backbone} backbone; the {block} blocks are untrained"
+            if pretrained
+            else f"randomly initialised {backbone} + {block} (no trained weights)"
+        )
     target = resolve_device(device)
-    return LoadedModel(model.to(target).eval(), model.attnviz_config, target, source, trained)
+    return LoadedModel(model.to(target).eval(), model.attnviz_config, target, source, trained, info)
 
 
 def image_paths(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:

@@ -33,3 +33,20 @@ def data_dir(name: str) -> Path:
 def default_sample() -> Path:
     """The bundled photo commands use when no image is given."""
     return data_dir("samples") / DEFAULT_SAMPLE
+
+
+def demo_weights(block: str, backbone: str) -> Path | None:
+    """The shipped demo weights for `block` on `backbone`, or None when none are shipped."""
+    import json
+
+    try:
+        folder = data_dir("weights")
+    except AttnvizError:
+        return None
+    manifest = folder / "MANIFEST.json"
+    if not manifest.is_file():
+        return None
+    for entry in json.loads(manifest.read_text(encoding="utf-8")).get("files", []):
+        if entry.get("block") == block and entry.get("backbone") == backbone and entry.get("kind") == "classifier":
+            return folder / entry["file"]
+    return None

@@ -13,7 +13,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from attnviz import __version__
-from attnviz.cli import channels, coords, inspect_cmd, list_cmd, matrix, show
+from attnviz.cli import channels, coords, eval_cmd, fit, inspect_cmd, list_cmd, matrix, show
 
 
 class OneLineErrors(TyperGroup):
@@ -75,6 +75,8 @@ app.command("channels")(channels.channels)
 app.command("coords")(coords.coords)
 app.command("matrix")(matrix.matrix)
 app.command("inspect")(inspect_cmd.inspect)
+app.command("fit")(fit.fit)
+app.command("eval")(eval_cmd.evaluate)
 
 
 def main() -> None:

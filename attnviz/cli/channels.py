@@ -31,7 +31,7 @@ def channels(
     pretrained: opt.PretrainedOpt = False,
     weights: opt.WeightsOpt = None,
     trust: opt.TrustOpt = False,
-    size: opt.SizeOpt = 224,
+    size: opt.SizeOpt = None,
     preprocess: opt.PreprocessOpt = "resize",
     out_dir: opt.OutOpt = Path("attnviz-out"),
     fmt: opt.FormatOpt = "png",
@@ -50,6 +50,7 @@ def channels(
     from attnviz.views import channel_stats, describe, stage_representatives
 
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=0.5, device=device)
+    opt.check_out_dir(out_dir)
     opt.check_block_kinds(block, KINDS, "channels")
     if order not in ("sorted", "channel"):
         raise UsageError(f"unknown --order {order!r}", "choose sorted or channel")
@@ -74,7 +75,9 @@ def channels(
         quiet=as_json,
     )
     layers = loaded.layers_of_stage(layer) if layer is not None else None
-    analysis = analyse(loaded, path, size=size, mode=preprocess, kinds=KINDS, layers=layers, image=photo)
+    analysis = analyse(
+        loaded, path, size=opt.input_size(size, loaded), mode=preprocess, kinds=KINDS, layers=layers, image=photo
+    )
     drawn = stage_representatives(loaded, analysis.recording.layers(), every_block=layer is not None)
     maps = [m for m in analysis.recording if m.layer in drawn]
     channel_maps = [m for m in maps if m.kind == "channel"]
@@ -118,4 +121,4 @@ def channels(
         )
         return
     for p in written:
-        err.print(f"wrote {p}")
+        err.print(f"wrote {p}", markup=False)

@@ -9,11 +9,15 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
 from attnviz.errors import AttnvizError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+INTERRUPTED = 130
+"""Exit code after Ctrl-C: 128 + SIGINT, what shells report for a process ended by it."""
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -21,7 +25,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def fail(error: AttnvizError) -> typer.Exit:
     """Print `error` as one line on stderr and return the typer.Exit carrying its exit code."""
-    err.print(f"[bold red]error:[/] {error.message}" + (f" [dim]({error.hint})[/]" if error.hint else ""))
+    hint = f" [dim]({escape(error.hint)})[/]" if error.hint else ""
+    err.print(f"[bold red]error:[/] {escape(error.message)}{hint}")
     return typer.Exit(error.exit_code)
 
 
@@ -29,6 +34,7 @@ def guarded(command: F) -> F:
     """Wrap a command so AttnvizError becomes a one-line message and its exit code, never a traceback.
 
     Unexpected exceptions also end in one line (exit 1) unless ATTNVIZ_DEBUG is set, which re-raises them.
+    Ctrl-C ends in one "interrupted" line and exit code 130, the shell's convention for SIGINT.
     """
 
     @functools.wraps(command)
@@ -37,7 +43,10 @@ def guarded(command: F) -> F:
             return command(*args, **kwargs)
         except AttnvizError as exc:
             raise fail(exc) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(INTERRUPTED) from None
+        except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
             if os.environ.get("ATTNVIZ_DEBUG"):
@@ -59,6 +68,21 @@ def progress(enabled: bool) -> Progress:
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not enabled,
+    )
+
+
+def progress_columns(enabled: bool) -> Progress:
+    """A training progress bar: images done, loss, accuracy and images/s."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("acc {task.fields[accuracy]:.3f}"),
+        TextColumn("{task.fields[rate]:.0f} img/s"),
         TimeRemainingColumn(),
         console=err,
         disable=not enabled,

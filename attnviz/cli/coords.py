@@ -26,7 +26,7 @@ def coords(
     pretrained: opt.PretrainedOpt = False,
     weights: opt.WeightsOpt = None,
     trust: opt.TrustOpt = False,
-    size: opt.SizeOpt = 224,
+    size: opt.SizeOpt = None,
     preprocess: opt.PreprocessOpt = "resize",
     out_dir: opt.OutOpt = Path("attnviz-out"),
     fmt: opt.FormatOpt = "png",
@@ -46,6 +46,7 @@ def coords(
     from attnviz.views import describe, stage_representatives
 
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
+    opt.check_out_dir(out_dir)
     opt.check_block_kinds(block, KINDS, "coords")
     photo = load_image(image)
     loaded = opt.load(
@@ -58,7 +59,7 @@ def coords(
         device=device,
         quiet=as_json,
     )
-    analysis = analyse(loaded, image, size=size, mode=preprocess, kinds=KINDS, image=photo)
+    analysis = analyse(loaded, image, size=opt.input_size(size, loaded), mode=preprocess, kinds=KINDS, image=photo)
     by_layer = analysis.recording.by_layer()
     panels, summary = [], []
     for layer in stage_representatives(loaded, list(by_layer), every_block=every_block):
@@ -99,4 +100,4 @@ def coords(
         )
         return
     for p in written:
-        err.print(f"wrote {p}")
+        err.print(f"wrote {p}", markup=False)

@@ -35,7 +35,7 @@ def matrix(
     pretrained: opt.PretrainedOpt = False,
     weights: opt.WeightsOpt = None,
     trust: opt.TrustOpt = False,
-    size: opt.SizeOpt = 224,
+    size: opt.SizeOpt = None,
     preprocess: opt.PreprocessOpt = "resize",
     out_dir: opt.OutOpt = Path("attnviz-out"),
     fmt: opt.FormatOpt = "png",
@@ -57,6 +57,7 @@ def matrix(
     from attnviz.views import describe, query_tiles, stage_representatives, tile_grid
 
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
+    opt.check_out_dir(out_dir)
     opt.check_block_kinds(block, KINDS, "matrix")
     head_list = _parse_heads(heads)
     photo = load_image(image)
@@ -75,7 +76,7 @@ def matrix(
     analysis = analyse(
         loaded,
         image,
-        size=size,
+        size=opt.input_size(size, loaded),
         mode=preprocess,
         kinds=KINDS,
         image=photo,
@@ -112,7 +113,7 @@ def matrix(
         )
         return
     for p in written:
-        err.print(f"wrote {p}")
+        err.print(f"wrote {p}", markup=False)
 
 
 def _parse_heads(text: str | None) -> list[int] | None:

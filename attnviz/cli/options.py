@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from attnviz.blocks.catalog import block_info, block_names
 from attnviz.errors import UsageError
@@ -33,7 +35,10 @@ WeightsOpt = Annotated[
 TrustOpt = Annotated[
     bool, typer.Option("--trust", help="Allow loading a pickled model file; this runs code from the file.")
 ]
-SizeOpt = Annotated[int, typer.Option("--size", help="Side of the square model input, in pixels.")]
+SizeOpt = Annotated[
+    int | None,
+    typer.Option("--size", help="Side of the square model input (default: what the weights were trained at, or 224)."),
+]
 PreprocessOpt = Annotated[
     str, typer.Option("--preprocess", help="Fit the image to the input by: resize, crop or letterbox.")
 ]
@@ -69,9 +74,11 @@ def parse_point(text: str) -> tuple[float, float]:
     return x, y
 
 
-def check_common(*, size: int, preprocess: str, fmt: str, alpha: float, device: str, cmap: str | None = None) -> None:
+def check_common(
+    *, size: int | None, preprocess: str, fmt: str, alpha: float, device: str, cmap: str | None = None
+) -> None:
     """Validate the options every drawing command shares, before any heavy work starts."""
-    if size < 16 or size > 4096:
+    if size is not None and not 16 <= size <= 4096:
         raise UsageError(f"--size must be between 16 and 4096 pixels, got {size}")
     if preprocess not in PREPROCESS_MODES:
         raise UsageError(f"unknown --preprocess {preprocess!r}", f"choose one of: {', '.join(PREPROCESS_MODES)}")
@@ -85,6 +92,23 @@ def check_common(*, size: int, preprocess: str, fmt: str, alpha: float, device: 
         from attnviz.render.overlay import colormap_lut
 
         colormap_lut(cmap)
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an --out folder that cannot be created or written to, before any heavy work starts.
+
+    Nothing is created here; the folder is made when the first picture is written.
+    """
+    existing = out
+    try:
+        while not existing.exists() and existing != existing.parent:  # the nearest part of the path that exists
+            existing = existing.parent
+    except OSError as error:
+        raise UsageError(f"cannot use output directory {out}", error.strerror or type(error).__name__) from None
+    if not existing.is_dir():
+        raise UsageError(f"cannot create output directory {out}", f"{existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write to output directory {out}", f"{existing} is not writable")
 
 
 def check_block_kinds(block: str, wanted: tuple[str, ...], command: str) -> None:
@@ -138,8 +162,13 @@ def load(
     )
     if not quiet:
         style = "dim" if loaded.trained else "yellow"
-        err.print(f"[{style}]model: {loaded.source}[/]")
+        err.print(f"[{style}]model: {escape(loaded.source)}[/]")
     return loaded
+
+
+def input_size(size: int | None, loaded: LoadedModel) -> int:
+    """--size if given, else the size the weights were trained at, else 224."""
+    return size or loaded.input_size or 224
 
 
 def output_path(out: Path, stem: str, block: str, what: str, fmt: str) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from attnviz.cli import options as opt
 from attnviz.cli.common import err, guarded, out, progress
@@ -29,7 +30,7 @@ def show(
     pretrained: opt.PretrainedOpt = False,
     weights: opt.WeightsOpt = None,
     trust: opt.TrustOpt = False,
-    size: opt.SizeOpt = 224,
+    size: opt.SizeOpt = None,
     preprocess: opt.PreprocessOpt = "resize",
     out_dir: opt.OutOpt = Path("attnviz-out"),
     fmt: opt.FormatOpt = "png",
@@ -47,6 +48,7 @@ def show(
     from attnviz.views import show_picture, spatial_rows
 
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
+    opt.check_out_dir(out_dir)
     opt.check_block_kinds(block, SPATIAL_KINDS, "show")
     paths = image_paths(images)
     first = load_image(paths[0])  # a bad first image fails before the model is built
@@ -72,10 +74,12 @@ def show(
                 if len(paths) == 1:
                     raise
                 skipped.append({"image": str(path), "error": str(exc)})
-                err.print(f"[yellow]skipped {path}: {exc.message}[/]")
+                err.print(f"[yellow]skipped {escape(str(path))}: {escape(exc.message)}[/]")
                 bar.advance(task)
                 continue
-            analysis = analyse(loaded, path, size=size, mode=preprocess, kinds=SPATIAL_KINDS, image=photo)
+            analysis = analyse(
+                loaded, path, size=opt.input_size(size, loaded), mode=preprocess, kinds=SPATIAL_KINDS, image=photo
+            )
             rows = spatial_rows(analysis, loaded, every_block=every_block, cmap=cmap, alpha=alpha, contour=contour)
             target = opt.output_path(out_dir, path.stem, block, "show", fmt)
             result: dict[str, object] = {"image": str(path), "maps": [m.summary() for m in analysis.recording]}
@@ -106,4 +110,4 @@ def _collect(
         result["files"] = [str(written), *result.pop("raw")]  # type: ignore[misc]
         results.append(result)
         if not quiet:
-            err.print(f"wrote {written}")
+            err.print(f"wrote {written}", markup=False)

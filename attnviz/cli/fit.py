@@ -1,0 +1,143 @@
+"""`attnviz fit BLOCK`: train a backbone with the block on scenes or an ImageFolder; checkpoints every epoch."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attnviz.cli import options as opt
+from attnviz.cli.common import err, guarded, out
+from attnviz.errors import UsageError
+
+
+@guarded
+def fit(
+    block: opt.BlockArg,
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write (.safetensors + .json).")],
+    data: Annotated[
+        str, typer.Option("--data", help="'synthetic' (procedural scenes) or an ImageFolder directory.")
+    ] = ("synthetic"),
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training data.")] = 10,
+    backbone: opt.BackboneOpt = "resnet18",
+    stages: opt.StagesOpt = "1,2,3,4",
+    size: Annotated[int, typer.Option("--size", help="Side of the square training input, in pixels.")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, one-cycle schedule).")] = 3e-3,
+    train_size: Annotated[int, typer.Option("--train-size", help="Synthetic training scenes per epoch.")] = 8000,
+    val_size: Annotated[int, typer.Option("--val-size", help="Synthetic validation scenes.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for initialisation and data order.")] = 0,
+    base: Annotated[
+        Path | None,
+        typer.Option("--base", help="Shared backbone weights to start from; frozen, only blocks and head train."),
+    ] = None,
+    pretrained: opt.PretrainedOpt = False,
+    train_backbone: Annotated[
+        bool, typer.Option("--train-backbone", help="Also train a --pretrained backbone (frozen by default).")
+    ] = False,
+    half: Annotated[bool, typer.Option("--half", help="Store the weights as fp16.")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Data loading processes.")] = 1,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint beside --out.")] = False,
+    device: opt.DeviceOpt = "auto",
+    as_json: opt.JsonOpt = False,
+) -> None:
+    """Train the block (and the head, and a backbone without pretrained weights) and write its weights.
+
+    BLOCK "none" trains the plain backbone: a shared base that `--base` can start every block from.
+    """
+    from attnviz.cli.common import progress_columns
+    from attnviz.pipeline import resolve_device
+    from attnviz.train import EpochResult, FitConfig
+    from attnviz.train import fit as run_fit
+
+    if block != "none":
+        opt.check_block_kinds(block, ("channel", "spatial", "coordinate", "matrix", "selection"), "fit")
+    for name, value, low in (
+        ("--epochs", epochs, 1),
+        ("--batch-size", batch_size, 2),
+        ("--train-size", train_size, 2),
+        ("--val-size", val_size, 1),
+        ("--size", size, 32),
+        ("--workers", workers, 0),
+    ):
+        if value < low:
+            raise UsageError(f"{name} must be at least {low}, got {value}")
+    if data != "synthetic" and not Path(data).is_dir():
+        raise UsageError(f"--data must be 'synthetic' or an ImageFolder directory; {data!r} is neither")
+    config = FitConfig(
+        block=None if block == "none" else block,
+        backbone=backbone,
+        stages=opt.parse_stages(stages),
+        data=data,
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        train_size=train_size,
+        val_size=val_size,
+        seed=seed,
+        pretrained=pretrained,
+        train_backbone=train_backbone,
+        base=str(base) if base else None,
+        workers=workers,
+        half=half,
+    )
+    command = "attnviz " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with progress_columns(not as_json) as bar:
+        task = bar.add_task(
+            "epoch 1",
+            total=(train_size // batch_size) * batch_size if data == "synthetic" else None,
+            loss=float("nan"),
+            accuracy=0.0,
+            rate=0.0,
+        )
+
+        def on_batch(stats: dict[str, float]) -> None:
+            bar.update(
+                task,
+                advance=stats["batch_size"],
+                loss=stats["loss"],
+                accuracy=stats["accuracy"],
+                rate=stats["images_per_second"],
+            )
+
+        def on_epoch(done: EpochResult) -> None:
+            bar.console.print(
+                f"epoch {done.epoch + 1}/{epochs}: loss {done.train_loss:.3f}, train acc {done.train_accuracy:.3f}, "
+                f"val acc {done.val_accuracy:.3f}, {done.images_per_second:.0f} img/s"
+            )
+            if done.epoch + 1 < epochs:
+                bar.reset(task, description=f"epoch {done.epoch + 2}")
+
+        try:
+            result = run_fit(
+                config,
+                out_file,
+                resume=resume,
+                device=resolve_device(device),
+                on_batch=on_batch,
+                on_epoch=on_epoch,
+                command=command,
+            )
+        except KeyboardInterrupt:
+            err.print(
+                f"[yellow]interrupted; the last finished epoch is saved in {Path(out_file).with_suffix('.ckpt')} "
+                "(continue with --resume)[/]"
+            )
+            raise typer.Exit(130) from None
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "weights": str(result.weights),
+                    "sidecar": str(result.sidecar),
+                    "history": [vars(h) for h in result.history],
+                }
+            )
+        )
+        return
+    err.print(f"wrote {result.weights} and {result.sidecar} (val accuracy {result.final.val_accuracy:.3f})")

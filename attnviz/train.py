@@ -1,0 +1,365 @@
+"""Fitting attention blocks: a classifier on procedural scenes (or a user's ImageFolder), with checkpoints.
+
+`fit(config, out)` trains, validates every epoch, writes a resumable checkpoint every epoch (`<out>.ckpt`, readable
+with `torch.load(weights_only=True)`), and finally the weights (`<out>`, safetensors) with their JSON sidecar
+(see `attnviz.weights`). A KeyboardInterrupt saves the checkpoint of the last finished epoch and re-raises.
+
+Which parameters train:
+- with a `base` (a shared backbone trained once, e.g. the shipped one), the backbone is frozen (its batch norms
+  too) and only the attention blocks and the classifier head train; the weights file then holds only those;
+- with `pretrained` torchvision weights the backbone is frozen too, unless `train_backbone`;
+- otherwise (a backbone from scratch) everything trains.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from attnviz.errors import CheckpointError, UsageError
+from attnviz.models import STAGES
+from attnviz.models.backbones import build_model
+from attnviz.models.checkpoints import apply_state_dict
+from attnviz.weights import WeightsInfo, read_sidecar, write_sidecar
+
+
+@dataclass
+class FitConfig:
+    """Everything that defines a training run (stored in checkpoints and sidecars)."""
+
+    block: str | None
+    backbone: str = "resnet18"
+    stages: tuple[int, ...] = STAGES
+    data: str = "synthetic"
+    size: int = 128
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    train_size: int = 8000
+    val_size: int = 1000
+    seed: int = 0
+    pretrained: bool = False
+    train_backbone: bool = False
+    base: str | None = None
+    workers: int = 1
+    half: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stages"] = list(self.stages)
+        return data
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    images_per_second: float
+
+
+@dataclass
+class FitResult:
+    weights: Path
+    sidecar: Path
+    history: list[EpochResult] = field(default_factory=list)
+
+    @property
+    def final(self) -> EpochResult:
+        return self.history[-1]
+
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------------------------ data
+
+
+def make_datasets(config: FitConfig) -> tuple[Dataset, Dataset, list[str]]:
+    """(train, validation, class names) for `config.data`: "synthetic" scenes or an ImageFolder directory."""
+    if config.data == "synthetic":
+        from attnviz.data.datasets import SceneDataset, class_names
+
+        train = SceneDataset("train", config.train_size, config.size, augment=True)
+        val = SceneDataset("val", config.val_size, config.size, augment=False)
+        return train, val, class_names()
+    from attnviz.data.folder import folder_datasets
+
+    return folder_datasets(Path(config.data), config.size, seed=config.seed)
+
+
+def loader(dataset: Dataset, config: FitConfig, *, shuffle: bool) -> DataLoader:
+    generator = torch.Generator().manual_seed(config.seed)
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        num_workers=config.workers,
+        generator=generator,
+        drop_last=shuffle,
+        persistent_workers=False,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------- model
+
+
+def make_model(config: FitConfig, classes: list[str]) -> tuple[nn.Module, list[str]]:
+    """The model to train and the names of its frozen top-level parameter prefixes."""
+    model = build_model(
+        config.backbone,
+        config.block,
+        stages=config.stages,
+        pretrained=config.pretrained,
+        num_classes=len(classes),
+    )
+    frozen = False
+    if config.base:
+        info = read_sidecar(config.base)
+        if info is not None and (info.backbone != config.backbone or info.classes != classes):
+            raise UsageError(
+                f"the base {config.base} is a {info.backbone} for {len(info.classes)} classes, "
+                f"not a {config.backbone} for these {len(classes)}"
+            )
+        from attnviz.models.checkpoints import read_checkpoint
+
+        state = read_checkpoint(config.base)
+        own = model.state_dict()
+        missing_backbone = [k for k in own if k not in state and not _is_block_key(model, k)]
+        if missing_backbone:
+            raise CheckpointError(f"the base {config.base} lacks backbone weights, e.g. {missing_backbone[:3]}")
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items() if k in own}, strict=False)
+        frozen = True
+    elif config.pretrained and not config.train_backbone:
+        frozen = True
+    if frozen:
+        for name, param in model.named_parameters():
+            param.requires_grad = _is_block_key(model, name) or _is_head_key(name)
+    return model, [name for name, p in model.named_parameters() if not p.requires_grad]
+
+
+def _is_block_key(model: nn.Module, key: str) -> bool:
+    return any(key.startswith(path + ".") for path in model.attnviz_blocks)
+
+
+def _is_head_key(key: str) -> bool:
+    return key.startswith(("fc.", "classifier."))
+
+
+def set_training(model: nn.Module, training: bool) -> None:
+    """Train mode for what trains; modules whose parameters are all frozen stay in eval (frozen BN statistics)."""
+    model.train(training)
+    if not training:
+        return
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+
+
+# ------------------------------------------------------------------------------------------------------------- fit
+
+
+def _checkpoint_path(out: Path) -> Path:
+    return out.with_suffix(".ckpt")
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    from attnviz.render.save import atomic_write
+
+    atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def _load_checkpoint(path: Path, config: FitConfig) -> dict[str, Any]:
+    if not path.is_file():
+        raise UsageError(f"nothing to resume: {path} does not exist", "run without --resume to start afresh")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = state["config"]
+    for key in ("block", "backbone", "stages", "size", "data", "base"):
+        ours = list(config.stages) if key == "stages" else getattr(config, key)
+        if saved.get(key) != ours:
+            raise UsageError(
+                f"the checkpoint {path} was made with {key}={saved.get(key)!r}, not {ours!r}",
+                "resume with the same options, or start afresh without --resume",
+            )
+    return state
+
+
+def run_epoch(
+    model: nn.Module,
+    batches: Iterator[tuple[torch.Tensor, ...]],
+    *,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any = None,
+    device: torch.device,
+    on_batch: ProgressFn | None = None,
+) -> tuple[float, float, float]:
+    """One pass over `batches` (training when an optimizer is given); returns (loss, accuracy, images/s)."""
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.05 if optimizer else 0.0)
+    total_loss, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    with torch.set_grad_enabled(optimizer is not None):
+        for images, labels, *_ in batches:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            logits = model(images)
+            loss = criterion(logits, labels)
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+            batch = labels.shape[0]
+            total_loss += loss.item() * batch
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += batch
+            if on_batch is not None:
+                elapsed = time.perf_counter() - start
+                on_batch(
+                    {
+                        "batch_size": batch,
+                        "loss": total_loss / seen,
+                        "accuracy": correct / seen,
+                        "images_per_second": seen / max(elapsed, 1e-9),
+                    }
+                )
+    elapsed = time.perf_counter() - start
+    return total_loss / max(seen, 1), correct / max(seen, 1), seen / max(elapsed, 1e-9)
+
+
+def fit(
+    config: FitConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    device: torch.device | None = None,
+    on_batch: ProgressFn | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    command: str = "",
+) -> FitResult:
+    """Train `config` and write `<out>` (safetensors) with its sidecar; see the module docstring."""
+    out = Path(out).with_suffix(".safetensors")
+    device = device or torch.device("cpu")
+    seed_everything(config.seed)
+    train_set, val_set, classes = make_datasets(config)
+    model, frozen = make_model(config, classes)
+    model.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(train_set) // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
+    )
+    history: list[EpochResult] = []
+    first_epoch = 0
+    if resume:
+        state = _load_checkpoint(_checkpoint_path(out), config)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        history = [EpochResult(**h) for h in state["history"]]
+        first_epoch = int(state["epoch"]) + 1
+    for epoch in range(first_epoch, config.epochs):
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)
+        set_training(model, True)
+        loss, accuracy, rate = run_epoch(
+            model,
+            iter(loader(train_set, config, shuffle=True)),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            device=device,
+            on_batch=on_batch,
+        )
+        model.eval()
+        val_loss, val_accuracy, _ = run_epoch(
+            model, iter(loader(val_set, config, shuffle=False)), optimizer=None, device=device
+        )
+        result = EpochResult(epoch, loss, accuracy, val_loss, val_accuracy, rate)
+        history.append(result)
+        _save_checkpoint(
+            _checkpoint_path(out),
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "config": config.to_dict(),
+                "history": [asdict(h) for h in history],
+            },
+        )
+        if on_epoch is not None:
+            on_epoch(result)
+    if not history:
+        raise UsageError(f"nothing to train: the checkpoint already covers all {config.epochs} epochs")
+    return _write_weights(model, config, classes, out, history, frozen, command)
+
+
+def _write_weights(
+    model: nn.Module,
+    config: FitConfig,
+    classes: list[str],
+    out: Path,
+    history: list[EpochResult],
+    frozen: list[str],
+    command: str,
+) -> FitResult:
+    from safetensors.torch import save as save_bytes
+
+    from attnviz.render.save import atomic_write
+
+    state = model.state_dict()
+    if config.base:  # only what differs from the base: the blocks and the head
+        state = {k: v for k, v in state.items() if _is_block_key(model, k) or _is_head_key(k)}
+    dtype = torch.float16 if config.half else None
+    tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    payload = save_bytes(tensors)
+    atomic_write(out, lambda handle: handle.write(payload))
+    final = history[-1]
+    info = WeightsInfo(
+        path=out,
+        block=config.block,
+        backbone=config.backbone,
+        stages=config.stages,
+        input_size=config.size,
+        classes=classes,
+        base=Path(config.base) if config.base else None,
+        metrics={
+            "val_accuracy": round(final.val_accuracy, 4),
+            "val_loss": round(final.val_loss, 4),
+            "train_accuracy": round(final.train_accuracy, 4),
+            "epochs": len(history),
+        },
+        extra={"training": {**config.to_dict(), "frozen_parameters": len(frozen)}, "command": command},
+    )
+    return FitResult(out, write_sidecar(info), history)
+
+
+def load_weights(model: nn.Module, weights: str | os.PathLike[str], info: WeightsInfo | None) -> None:
+    """Load an attnviz weights file into `model`: the base first when the file sits on one."""
+    from attnviz.models.checkpoints import extract_state_dict, read_checkpoint
+
+    state = extract_state_dict(read_checkpoint(weights), str(weights))
+    if info is not None and info.base is not None:
+        base = extract_state_dict(read_checkpoint(info.base), str(info.base))
+        state = {**{k: v for k, v in base.items() if not _is_head_key(k)}, **state}
+    apply_state_dict(model, state, str(weights))

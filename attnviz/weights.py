@@ -1,0 +1,95 @@
+"""attnviz weights files: a safetensors file plus a JSON sidecar saying what model it belongs to.
+
+    cbam.safetensors   the tensors (the whole model, or only the blocks and head on top of a shared base)
+    cbam.json          {"format": "attnviz-weights/1", "block": "cbam", "backbone": "resnet18", "stages": [...],
+                        "input_size": 160, "classes": [...], "base": "resnet18_scenes.safetensors" | null, ...}
+
+A file with a `base` holds only what differs from the shared base file (attention blocks and classifier head);
+loading reads the base first, then the file on top, so many blocks can share one backbone on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attnviz.errors import CheckpointError
+
+FORMAT = "attnviz-weights/1"
+
+
+@dataclass
+class WeightsInfo:
+    """What the sidecar of a weights file says."""
+
+    path: Path
+    block: str | None
+    backbone: str
+    stages: tuple[int, ...]
+    input_size: int
+    classes: list[str]
+    base: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def sidecar_path(weights: str | os.PathLike[str]) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def read_sidecar(weights: str | os.PathLike[str]) -> WeightsInfo | None:
+    """The sidecar of `weights`, or None when the file has none (a plain state dict).
+
+    Raises:
+        CheckpointError: the sidecar exists but is not valid.
+    """
+    path = sidecar_path(weights)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT:
+            return None
+        base = data.get("base")
+        return WeightsInfo(
+            path=Path(weights),
+            block=data.get("block"),
+            backbone=data["backbone"],
+            stages=tuple(data["stages"]),
+            input_size=int(data["input_size"]),
+            classes=list(data["classes"]),
+            base=(path.parent / base) if base else None,
+            metrics=dict(data.get("metrics", {})),
+            extra={k: v for k, v in data.items() if k not in _KNOWN},
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"the sidecar {path} is not valid attnviz weights metadata ({exc})") from exc
+
+
+_KNOWN = {"format", "block", "backbone", "stages", "input_size", "classes", "base", "metrics"}
+
+
+def write_sidecar(info: WeightsInfo) -> Path:
+    """Write `info` next to its weights file, atomically; returns the sidecar path."""
+    from attnviz.render.save import atomic_write
+
+    data = {
+        "format": FORMAT,
+        "block": info.block,
+        "backbone": info.backbone,
+        "stages": list(info.stages),
+        "input_size": info.input_size,
+        "classes": info.classes,
+        "base": info.base.name if info.base else None,
+        "metrics": info.metrics,
+        **info.extra,
+    }
+    text = json.dumps(data, indent=2, sort_keys=False).encode("utf-8")
+    return atomic_write(sidecar_path(info.path), lambda handle: handle.write(text))
