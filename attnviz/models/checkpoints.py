@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,17 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
     _check_file(path)
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         return _read_safetensors(path)
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(
+            f"{path} is not a weights file (neither safetensors nor a file written by torch.save)",
+            "pass a .safetensors or .pt file saved from the model's state_dict",
+        )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns (on stderr) about pickle protocols its weights-only reader may not support; the reader
+            # refuses what it cannot read anyway, and that refusal is reported below in one line.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not trust:
             raise UntrustedCheckpointError(
@@ -54,21 +63,36 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
                 "code from the file",
                 "pass --trust only if you trust where the file came from, or save a state_dict instead",
             ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # the weights-only reader runs no code from the file; anything else is a bad file
         raise CheckpointError(
-            f"cannot read {path} as a torch weights file ({str(exc).splitlines()[0][:160]})",
+            f"cannot read {path} as a torch weights file ({_first_line(exc)})",
             "the file may be truncated or not a checkpoint",
         ) from exc
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a trusted pickle can fail in any way its code likes
-        raise CheckpointError(f"loading the trusted pickle {path} failed: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(
+            f"loading the trusted pickle {path} failed: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, at most 160 characters (its type when it has no message)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:160] if lines else type(exc).__name__
 
 
 def _looks_like_safetensors(path: Path) -> bool:
     with path.open("rb") as handle:
         head = handle.read(9)
     return len(head) == 9 and head[8:9] == b"{"
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (torch.save's format) or a pickle of protocol 2 or later (its legacy format, plain pickle)."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return head.startswith((b"PK\x03\x04", b"\x80"))
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -79,7 +103,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"cannot read {path} as safetensors ({str(exc).splitlines()[0][:160]})",
+            f"cannot read {path} as safetensors ({_first_line(exc)})",
             "the file may be truncated or corrupt; re-save or re-download it",
         ) from exc
 

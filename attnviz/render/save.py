@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from attnviz.errors import UsageError
+from attnviz.errors import AttnvizError, UsageError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -62,7 +62,8 @@ def atomic_write(path: Path, write_fn: Callable[[IO[bytes]], None]) -> Path:
 
     Raises:
         UsageError: the directory cannot be created or written to.
-        Exception: whatever `write_fn` raises; the temporary file is removed and `path` is left as it was.
+        AttnvizError: writing failed with an OSError (disk full, ...); nothing is left behind.
+        Exception: whatever else `write_fn` raises; the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
     directory = path.parent
@@ -81,8 +82,10 @@ def atomic_write(path: Path, write_fn: Callable[[IO[bytes]], None]) -> Path:
             write_fn(handle)
         os.chmod(temp, _file_mode())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:  # KeyboardInterrupt too: no half-written file may stay behind
         temp.unlink(missing_ok=True)
+        if isinstance(error, OSError):  # disk full, folder removed meanwhile...: not a bug, say what failed
+            raise AttnvizError(f"cannot write {path}", error.strerror or str(error)) from error
         raise
     return path
 
