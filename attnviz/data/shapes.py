@@ -183,7 +183,9 @@ def check_classes(classes: Sequence[str]) -> tuple[str, ...]:
         UsageError: An empty choice, a repeated name, or a bare string instead of a sequence of names.
     """
     if isinstance(classes, str):
-        raise UsageError(f"classes must be a sequence of shape names, got the string {classes!r}", f"try ({classes!r},)")
+        raise UsageError(
+            f"classes must be a sequence of shape names, got the string {classes!r}", f"try ({classes!r},)"
+        )
     chosen = tuple(classes)
     if not chosen:
         raise UsageError("no shape classes given", f"choose from: {', '.join(SHAPES)}")
