@@ -264,19 +264,23 @@ def fit(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(train_set) // config.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
-    )
     history: list[EpochResult] = []
     first_epoch = 0
-    if resume:
-        state = _load_checkpoint(_checkpoint_path(out), config)
+    state = _load_checkpoint(_checkpoint_path(out), config) if resume else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         history = [EpochResult(**h) for h in state["history"]]
         first_epoch = int(state["epoch"]) + 1
+    # the one-cycle schedule spans all epochs; a resumed run that asks for more epochs stretches what is left
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.lr,
+        total_steps=config.epochs * steps_per_epoch,
+        pct_start=0.15,
+        last_epoch=first_epoch * steps_per_epoch - 1 if state is not None else -1,
+    )
     for epoch in range(first_epoch, config.epochs):
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)

@@ -49,14 +49,19 @@ class _GeneratedDataset(Dataset):
         self.size = check_size(size)
         self.normalise = normalise
         self.augment = augment
+        self.offset = 0
 
     def __len__(self) -> int:
         return self.length
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw fresh scenes for each epoch: epoch e serves scenes e*length ... (e+1)*length - 1 of the split."""
+        self.offset = epoch * self.length
+
     def _seed(self, index: int) -> int:
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length} scenes")
-        return seed_for(self.split, index % self.length)
+        return seed_for(self.split, self.offset + index % self.length)
 
     def _flip(self) -> bool:
         return self.augment and bool(torch.rand(()) < 0.5)

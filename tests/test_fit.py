@@ -1,0 +1,146 @@
+"""fit and eval end to end on tiny synthetic runs: weights + sidecar + checkpoint, resume, shared base, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from attnviz.cli.app import app
+from attnviz.pipeline import load_model
+
+runner = CliRunner()
+TINY = [
+    "--size",
+    "64",
+    "--train-size",
+    "32",
+    "--val-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+]
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def se_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fit") / "se.safetensors"
+    code, _, err = run("fit", "se", "--out", str(out), "--epochs", "1", *TINY)
+    assert code == 0, err
+    return out
+
+
+def test_fit_writes_weights_sidecar_and_checkpoint(se_weights: Path) -> None:
+    sidecar = json.loads(se_weights.with_suffix(".json").read_text())
+    assert sidecar["block"] == "se" and sidecar["backbone"] == "resnet18" and sidecar["input_size"] == 64
+    assert len(sidecar["classes"]) >= 8 and sidecar["metrics"]["epochs"] == 1
+    assert sidecar["command"].startswith("attnviz fit se")
+    assert se_weights.with_suffix(".ckpt").is_file()
+    keys = load_file(str(se_weights))
+    assert any(".attn." in k for k in keys) and "conv1.weight" in keys
+
+
+def test_show_and_channels_read_fitted_weights(se_weights: Path, tmp_path: Path) -> None:
+    code, out, err = run(
+        "channels",
+        "se",
+        "--weights",
+        str(se_weights),
+        "--layer",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--json",
+        "--device",
+        "cpu",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["model"]["num_classes"] == len(json.loads(se_weights.with_suffix(".json").read_text())["classes"])
+    loaded = load_model("se", weights=se_weights, device="cpu")
+    assert loaded.input_size == 64 and loaded.trained
+    code, _, err = run("channels", "cbam", "--weights", str(se_weights), "--out", str(tmp_path), "--device", "cpu")
+    assert code == 2 and "holds weights for se, not cbam" in err
+
+
+def test_resume_continues_from_the_checkpoint(se_weights: Path) -> None:
+    code, out, err = run("fit", "se", "--out", str(se_weights), "--epochs", "2", "--resume", "--json", *TINY)
+    assert code == 0, err
+    history = json.loads(out)["history"]
+    assert [h["epoch"] for h in history] == [0, 1]  # epoch 0 came from the checkpoint, only epoch 1 ran
+    code, _, err = run("fit", "cbam", "--out", str(se_weights), "--epochs", "3", "--resume", *TINY)
+    assert code == 2 and "block='se'" in err
+
+
+def test_interrupt_keeps_the_last_epoch_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import attnviz.train as train
+
+    real = train.run_epoch
+    calls = {"n": 0}
+
+    def interrupted(*args: object, **kwargs: object) -> tuple[float, float, float]:
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 0 train + val done, then Ctrl-C during epoch 1
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "run_epoch", interrupted)
+    out = tmp_path / "eca.safetensors"
+    code, _, err = run("fit", "eca", "--out", str(out), "--epochs", "3", *TINY)
+    assert code == 130 and "--resume" in err
+    state = torch.load(out.with_suffix(".ckpt"), weights_only=True)
+    assert state["epoch"] == 0
+    assert not out.exists()
+
+
+def test_shared_base_then_block_parts(tmp_path: Path) -> None:
+    base = tmp_path / "base.safetensors"
+    code, _, err = run("fit", "none", "--out", str(base), "--epochs", "1", *TINY)
+    assert code == 0, err
+    part = tmp_path / "cbam.safetensors"
+    code, _, err = run("fit", "cbam", "--out", str(part), "--base", str(base), "--epochs", "1", *TINY)
+    assert code == 0, err
+    keys = set(load_file(str(part)))
+    assert keys and all(".attn." in k or k.startswith("fc.") for k in keys)
+    loaded = load_model("cbam", weights=part, device="cpu")
+    base_state = load_file(str(base))
+    own = loaded.model.state_dict()
+    assert torch.equal(own["layer1.0.conv1.weight"], base_state["layer1.0.conv1.weight"])  # frozen, from the base
+    assert torch.equal(own["fc.weight"], load_file(str(part))["fc.weight"])  # the head from the part
+
+
+def test_eval_reports_every_layer(tmp_path: Path) -> None:
+    out = tmp_path / "cbam.safetensors"
+    code, _, err = run("fit", "cbam", "--out", str(out), "--epochs", "1", *TINY)
+    assert code == 0, err
+    code, stdout, err = run("eval", "cbam", "--weights", str(out), "--n", "8", "--batch-size", "4", "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["images"] == 8
+    stages = {m["stage"] for m in result["maps"].values()}
+    assert stages == {1, 2, 3, 4}
+    assert set(result["gradcam"]) == {"1", "2", "3", "4"}
+    assert 0 <= result["random"]["pointing"] <= 1 and result["best"]["map"] in result["maps"]
+    assert all(0 <= c["probe_accuracy"] <= 1 for c in result["channel"].values())
+
+
+def test_fit_rejects_bad_values(tmp_path: Path) -> None:
+    code, _, err = run("fit", "se", "--out", str(tmp_path / "x.safetensors"), "--epochs", "0")
+    assert code == 2 and "--epochs" in err
+    code, _, err = run("fit", "se", "--out", str(tmp_path / "x.safetensors"), "--data", str(tmp_path / "nope"))
+    assert code == 2 and "ImageFolder" in err
+    code, _, err = run("fit", "se", "--out", str(tmp_path / "x.safetensors"), "--resume", *TINY)
+    assert code == 2 and "nothing to resume" in err
