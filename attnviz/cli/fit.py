@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from attnviz.cli import options as opt
 from attnviz.cli.common import err, guarded, out
 from attnviz.errors import UsageError
+
+if TYPE_CHECKING:
+    from attnviz.train import FitConfig
 
 
 @guarded
@@ -86,7 +88,7 @@ def fit(
         workers=workers,
         half=half,
     )
-    command = "attnviz " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _command_line(block, out_file, config)
     with progress_columns(not as_json) as bar:
         task = bar.add_task(
             "epoch 1",
@@ -141,3 +143,46 @@ def fit(
         )
         return
     err.print(f"wrote {result.weights} and {result.sidecar} (val accuracy {result.final.val_accuracy:.3f})")
+
+
+def _command_line(block: str, out_file: Path, config: FitConfig) -> str:
+    """The full `attnviz fit` command that reproduces `config` (every option spelled out)."""
+    parts = [
+        "attnviz",
+        "fit",
+        block,
+        "--out",
+        str(out_file),
+        "--data",
+        config.data,
+        "--epochs",
+        str(config.epochs),
+        "--backbone",
+        config.backbone,
+        "--stages",
+        ",".join(map(str, config.stages)),
+        "--size",
+        str(config.size),
+        "--batch-size",
+        str(config.batch_size),
+        "--lr",
+        f"{config.lr:g}",
+        "--train-size",
+        str(config.train_size),
+        "--val-size",
+        str(config.val_size),
+        "--seed",
+        str(config.seed),
+        "--workers",
+        str(config.workers),
+    ]
+    if config.base:
+        parts += ["--base", config.base]
+    for flag, on in (
+        ("--pretrained", config.pretrained),
+        ("--train-backbone", config.train_backbone),
+        ("--half", config.half),
+    ):
+        if on:
+            parts.append(flag)
+    return " ".join(shlex.quote(p) for p in parts)
