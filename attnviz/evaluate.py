@@ -25,6 +25,7 @@ from torch import nn
 
 from attnviz.capture import capture
 from attnviz.maps import AttentionMap, channel_vector, coordinate_outer, plane, query_plane
+from attnviz.models.backbones import stage_outputs
 
 SPATIAL = ("spatial", "coordinate", "matrix")
 
@@ -195,16 +196,6 @@ class EvalResult:
         return {"map": name, **self.maps[name]}
 
 
-def stage_modules(model: nn.Module) -> dict[int, nn.Module]:
-    """The module whose output is each stage's output (Grad-CAM's target layer for that stage)."""
-    if hasattr(model, "layer1"):
-        return {stage: getattr(model, f"layer{stage}")[-1] for stage in (1, 2, 3, 4)}
-    last: dict[int, nn.Module] = {}
-    for path, stage in model.attnviz_blocks.items():
-        last[stage] = model.features[int(path.split(".")[1])]
-    return last
-
-
 def evaluate(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
@@ -278,4 +269,4 @@ def _cam_runners(model: nn.Module, method: str | None) -> dict[int, Callable[[to
         return {}
     from attnviz.cam import cam_for_layer
 
-    return {stage: cam_for_layer(model, module, method) for stage, module in stage_modules(model).items()}
+    return {stage: cam_for_layer(model, module, method) for stage, module in stage_outputs(model).items()}

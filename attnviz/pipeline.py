@@ -92,9 +92,7 @@ def load_model(
         if info.block != block:
             raise UsageError(
                 f"{weights} holds weights for {info.block or 'a plain backbone'}, not {block}",
-                f"use it with attnviz ... {info.block}"
-                if info.block
-                else "pass a weights file trained with this block",
+                f"use it with block {info.block}" if info.block else "pass a weights file trained with this block",
             )
         model = build_model(info.backbone, block, stages=info.stages, num_classes=info.num_classes)
         load_weights(model, weights, info)
@@ -145,6 +143,7 @@ class Analysis:
     geometry: Geometry
     recording: Recording
     output: Any
+    tensor: torch.Tensor | None = None
     _thumbnails: dict[int, Image.Image] = field(default_factory=dict, repr=False)
 
     def thumbnail(self, width: int | None) -> Image.Image:
@@ -233,4 +232,4 @@ def analyse(
     queries = query_fractions(query_points, geometry) if query_points else None
     with torch.inference_mode(), capture(loaded.model, kinds=kinds, layers=layers, queries=queries, heads=heads) as rec:
         output = loaded.model(tensor.to(loaded.device))
-    return Analysis(Path(path), photo, geometry, rec, output)
+    return Analysis(Path(path), photo, geometry, rec, output, tensor.to(loaded.device))

@@ -5,9 +5,10 @@ Everything here returns PIL images or matplotlib Figures; the CLI decides where 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from attnviz.maps import AttentionMap, channel_vector, criss_cross_plane, entropy, level_planes, query_plane
@@ -48,21 +49,49 @@ def _range_note(values: np.ndarray) -> str:
     return f"constant {low:.3g}" if np.isclose(low, high) else f"{low:.2f}-{high:.2f}"
 
 
+CamRunner = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
+
+
 def spatial_rows(
-    analysis: Analysis, loaded: LoadedModel, *, every_block: bool, cmap: str, alpha: float, contour: bool = False
+    analysis: Analysis,
+    loaded: LoadedModel,
+    *,
+    every_block: bool,
+    cmap: str,
+    alpha: float,
+    contour: bool = False,
+    cams: dict[int, CamRunner] | None = None,
+    cam_name: str = "CAM",
 ) -> list[list[Image.Image]]:
-    """One row per drawn block: one overlay per spatial-type map (spatial, coordinate product, ASFF level)."""
+    """One row per drawn block: one overlay per spatial-type map (spatial, coordinate product, ASFF level),
+    followed, with `cams`, by the CAM of the block's stage for the predicted class."""
     photo = analysis.thumbnail(TILE_WIDTH)
     by_layer = analysis.recording.by_layer()
     rows = []
     for layer in stage_representatives(loaded, list(by_layer), every_block=every_block):
+        pictures = _spatial_pictures(analysis, loaded, by_layer[layer])
+        stage = loaded.stage_of(layer)
+        if pictures and cams and stage in cams:
+            pictures.append(_cam_picture(analysis, loaded, cams[stage], stage, cam_name))
         row = [
             _tile(overlay(photo, heat, cmap=cmap, alpha=alpha, contour=contour, **value_range), caption)
-            for heat, caption, value_range in _spatial_pictures(analysis, loaded, by_layer[layer])
+            for heat, caption, value_range in pictures
         ]
         if row:
             rows.append(row)
     return rows
+
+
+def _cam_picture(
+    analysis: Analysis, loaded: LoadedModel, runner: CamRunner, stage: int, name: str
+) -> tuple[np.ndarray, str, dict[str, float]]:
+    """The stage's CAM for the class the model predicts, on the tile-sized photo."""
+    assert analysis.tensor is not None
+    predicted = analysis.output.argmax(1)
+    heat = analysis.on_photo(runner(analysis.tensor, predicted)[0], TILE_WIDTH)
+    classes = loaded.weights_info.classes if loaded.weights_info else None
+    label = classes[int(predicted[0])] if classes else f"class {int(predicted[0])}"
+    return heat, f"stage {stage} · {name} of the prediction ({label})", {"vmin": 0.0, "vmax": 1.0}
 
 
 def _spatial_pictures(

@@ -27,6 +27,10 @@ def show(
         bool, typer.Option("--every-block", help="Draw every block, not only the last block of each stage.")
     ] = False,
     contour: Annotated[bool, typer.Option("--contour", help="Outline the peak of each map.")] = False,
+    cam: Annotated[
+        str | None,
+        typer.Option("--cam", help="Draw the same model's CAM beside each stage (gradcam, gradcamplusplus, ...)."),
+    ] = None,
     pretrained: opt.PretrainedOpt = False,
     weights: opt.WeightsOpt = None,
     trust: opt.TrustOpt = False,
@@ -41,8 +45,10 @@ def show(
     save_raw: opt.SaveRawOpt = False,
 ) -> None:
     """Overlay the block's spatial attention (CBAM, scSE, Triplet, SimAM, CoT, coordinate...) on each image."""
+    from attnviz.cam import cam_for_layer, check_cam
     from attnviz.cli.raw import save_recording
     from attnviz.images import load_image
+    from attnviz.models.backbones import stage_outputs
     from attnviz.pipeline import analyse, image_paths
     from attnviz.render.save import save
     from attnviz.views import show_picture, spatial_rows
@@ -50,6 +56,7 @@ def show(
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     opt.check_out_dir(out_dir)
     opt.check_block_kinds(block, SPATIAL_KINDS, "show")
+    cam = check_cam(cam) if cam else None
     paths = image_paths(images)
     first = load_image(paths[0])  # a bad first image fails before the model is built
     loaded = opt.load(
@@ -61,6 +68,11 @@ def show(
         trust=trust,
         device=device,
         quiet=as_json,
+    )
+    cams = (
+        {stage: cam_for_layer(loaded.model, module, cam) for stage, module in stage_outputs(loaded.model).items()}
+        if cam
+        else None
     )
     results, skipped = [], []
     # PNG encoding releases the GIL, so pictures are written on a second thread while the next photo runs.
@@ -80,7 +92,16 @@ def show(
             analysis = analyse(
                 loaded, path, size=opt.input_size(size, loaded), mode=preprocess, kinds=SPATIAL_KINDS, image=photo
             )
-            rows = spatial_rows(analysis, loaded, every_block=every_block, cmap=cmap, alpha=alpha, contour=contour)
+            rows = spatial_rows(
+                analysis,
+                loaded,
+                every_block=every_block,
+                cmap=cmap,
+                alpha=alpha,
+                contour=contour,
+                cams=cams,
+                cam_name=cam or "CAM",
+            )
             target = opt.output_path(out_dir, path.stem, block, "show", fmt)
             result: dict[str, object] = {"image": str(path), "maps": [m.summary() for m in analysis.recording]}
             result["raw"] = (

@@ -208,3 +208,13 @@ def _replace_head(model: nn.Module, num_classes: int) -> None:
         return
     last = model.classifier[-1]
     model.classifier[-1] = nn.Linear(last.in_features, num_classes)
+
+
+def stage_outputs(model: nn.Module) -> dict[int, nn.Module]:
+    """Per stage with blocks, the module whose output is that stage's output (e.g. a CAM's target layer)."""
+    if hasattr(model, "layer1"):
+        return {stage: getattr(model, f"layer{stage}")[-1] for stage in STAGES}
+    last: dict[int, nn.Module] = {}
+    for path, stage in model.attnviz_blocks.items():
+        last[stage] = model.features[int(path.split(".")[1])]
+    return last
