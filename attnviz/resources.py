@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from attnviz.errors import AttnvizError
 
@@ -35,18 +37,20 @@ def default_sample() -> Path:
     return data_dir("samples") / DEFAULT_SAMPLE
 
 
+def demo_manifest() -> list[dict[str, Any]]:
+    """The entries of the shipped weights/MANIFEST.json (empty when there is none)."""
+    try:
+        manifest = data_dir("weights") / "MANIFEST.json"
+    except AttnvizError:
+        return []
+    if not manifest.is_file():
+        return []
+    return list(json.loads(manifest.read_text(encoding="utf-8")).get("files", []))
+
+
 def demo_weights(block: str, backbone: str) -> Path | None:
     """The shipped demo weights for `block` on `backbone`, or None when none are shipped."""
-    import json
-
-    try:
-        folder = data_dir("weights")
-    except AttnvizError:
-        return None
-    manifest = folder / "MANIFEST.json"
-    if not manifest.is_file():
-        return None
-    for entry in json.loads(manifest.read_text(encoding="utf-8")).get("files", []):
+    for entry in demo_manifest():
         if entry.get("block") == block and entry.get("backbone") == backbone and entry.get("kind") == "classifier":
-            return folder / entry["file"]
+            return data_dir("weights") / entry["file"]
     return None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,48 +21,93 @@ def _fmt(value: float) -> str:
 
 @guarded
 def evaluate(
-    block: opt.BlockArg,
+    block: Annotated[
+        str,
+        typer.Argument(help="Block to score, or 'all' for every block with shipped demo weights.", show_default=False),
+    ],
     weights: opt.WeightsOpt = None,
     n: Annotated[int, typer.Option("--n", help="Held-out scenes to score.")] = 500,
     cam: Annotated[str, typer.Option("--cam", help="grad-cam method to compare with ('none' to skip).")] = "gradcam",
     tolerance: Annotated[int, typer.Option("--tolerance", help="Pointing-game tolerance in pixels.")] = 4,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 50,
-    backbone: opt.BackboneOpt = "resnet18",
-    stages: opt.StagesOpt = "1,2,3,4",
     trust: opt.TrustOpt = False,
-    device: opt.DeviceOpt = "auto",
     as_json: opt.JsonOpt = False,
 ) -> None:
-    """Score the block's maps per layer (pointing game, AUROC, energy) against Grad-CAM and a random map."""
+    """Score the block's maps per layer (pointing game, AUROC, energy) against Grad-CAM and a random map.
+
+    Without --weights the shipped demo weights of the block are scored; `attnviz eval all` scores every one of them
+    and prints the summary table the README shows.
+    """
+    from attnviz.cam import check_cam
+
+    if n < 2:
+        raise UsageError(f"--n must be at least 2, got {n}")
+    if tolerance < 0 or batch_size < 1:
+        raise UsageError("--tolerance must be 0 or more and --batch-size at least 1")
+    method = None if cam == "none" else check_cam(cam)
+    if block == "all":
+        if weights is not None:
+            raise UsageError("`attnviz eval all` scores the shipped demo weights; drop --weights")
+        results = [
+            _evaluate_one(name, None, n, method, tolerance, batch_size, trust, quiet=as_json) for name in _demo_blocks()
+        ]
+        if as_json:
+            out.print_json(json.dumps(results))
+        else:
+            _print_summary(results, n)
+        return
+    opt.check_block_kinds(block, ("channel", "spatial", "coordinate", "matrix", "selection"), "eval")
+    payload = _evaluate_one(block, weights, n, method, tolerance, batch_size, trust, quiet=as_json)
+    if as_json:
+        out.print_json(json.dumps(payload))
+    else:
+        _print_tables(block, payload)
+
+
+def _demo_blocks() -> list[str]:
+    from attnviz.resources import demo_manifest
+
+    blocks = [e["block"] for e in demo_manifest() if e.get("kind") == "classifier" and e.get("backbone") == "resnet18"]
+    if not blocks:
+        raise UsageError("no demo weights are installed", "train some with attnviz fit, then pass --weights")
+    return blocks
+
+
+def _evaluate_one(
+    block: str,
+    weights: Path | None,
+    n: int,
+    method: str | None,
+    tolerance: int,
+    batch_size: int,
+    trust: bool,
+    *,
+    quiet: bool,
+) -> dict[str, object]:
     from torch.utils.data import DataLoader
 
-    from attnviz.cam import check_cam
     from attnviz.data.datasets import SceneDataset
     from attnviz.evaluate import evaluate as run_eval
 
-    opt.check_block_kinds(block, ("channel", "spatial", "coordinate", "matrix", "selection"), "eval")
-    if n < 2:
-        raise UsageError(f"--n must be at least 2, got {n}")
-    method = None if cam == "none" else check_cam(cam)
     loaded = opt.load(
         block,
-        backbone=backbone,
-        stages=stages,
+        backbone="resnet18",
+        stages="1,2,3,4",
         pretrained=False,
         weights=weights,
         trust=trust,
-        device="cpu" if method else device,
-        quiet=as_json,
+        device="cpu",
+        quiet=quiet,
     )
-    if loaded.weights_info is None:
+    info = loaded.weights_info
+    if info is None:
         raise UsageError(
             f"eval needs weights trained on attnviz's scenes for {block} (a .safetensors with its .json sidecar)",
             f"train some with: attnviz fit {block} --out {block}.safetensors",
         )
-    info = loaded.weights_info
     dataset = SceneDataset("test", n, info.input_size, augment=False)
-    with progress(not as_json) as bar:
-        task = bar.add_task("eval", total=n)
+    with progress(not quiet) as bar:
+        task = bar.add_task(f"eval {block}", total=n)
         result = run_eval(
             loaded.model,
             DataLoader(dataset, batch_size=batch_size),
@@ -70,30 +116,51 @@ def evaluate(
             cam=method,
             on_batch=lambda k: bar.advance(task, k),
         )
-    payload = {
-        "block": block,
-        "weights": str(loaded.weights_info.path),
-        **result.to_dict(),
-        "best": result.best_stage(),
-    }
-    if as_json:
-        out.print_json(json.dumps(payload))
-        return
-    _print_tables(block, result)
+    return {"block": block, "weights": str(info.path), **result.to_dict(), "best": result.best_stage()}
 
 
-def _print_tables(block: str, result: object) -> None:
-    from attnviz.evaluate import EvalResult
+def _print_summary(results: list[dict[str, Any]], n: int) -> None:
+    table = Table(title=f"Demo weights on {n} held-out scenes: where each block localises best")
+    for column in (
+        "block",
+        "accuracy",
+        "best map",
+        "stage",
+        "pointing",
+        "Grad-CAM",
+        "random",
+        "AUROC",
+        "Grad-CAM",
+        "random",
+    ):
+        table.add_column(column, justify="left" if column in ("block", "best map") else "right")
+    for r in results:
+        best = r["best"] or {}
+        cam = r["gradcam"].get(str(best.get("stage")), {})
+        table.add_row(
+            r["block"],
+            _fmt(r["accuracy"]),
+            best.get("map", "-"),
+            str(best.get("stage", "-")),
+            _fmt(best.get("pointing")),
+            _fmt(cam.get("pointing")),
+            _fmt(r["random"]["pointing"]),
+            _fmt(best.get("auroc")),
+            _fmt(cam.get("auroc")),
+            _fmt(r["random"]["auroc"]),
+        )
+    out.print(table)
 
-    assert isinstance(result, EvalResult)
-    out.print(f"[bold]{block}[/]: accuracy {result.accuracy:.3f} on {result.images} held-out scenes")
-    if result.maps:
+
+def _print_tables(block: str, result: dict[str, Any]) -> None:
+    out.print(f"[bold]{block}[/]: accuracy {result['accuracy']:.3f} on {result['images']} held-out scenes")
+    if result["maps"]:
         table = Table(title="Does the attention land on the object? (pixel level)")
         for column in ("map", "stage", "pointing", "Grad-CAM", "random", "AUROC", "Grad-CAM", "random", "energy"):
             table.add_column(column, justify="left" if column == "map" else "right")
-        rand = result.random
-        for name, scores in sorted(result.maps.items(), key=lambda kv: (kv[1]["stage"] or 0, kv[0])):
-            cam = result.gradcam.get(scores["stage"], {})
+        rand = result["random"]
+        for name, scores in sorted(result["maps"].items(), key=lambda kv: (kv[1]["stage"] or 0, kv[0])):
+            cam = result["gradcam"].get(str(scores["stage"]), {})
             table.add_row(
                 name,
                 str(scores["stage"]),
@@ -106,11 +173,11 @@ def _print_tables(block: str, result: object) -> None:
                 _fmt(scores["energy"]),
             )
         out.print(table)
-    if result.channel:
+    if result["channel"]:
         table = Table(title="How class-specific are the channel weights? (linear probe on half, tested on half)")
         for column in ("map", "stage", "probe accuracy", "chance"):
             table.add_column(column, justify="left" if column == "map" else "right")
-        for name, scores in result.channel.items():
+        for name, scores in result["channel"].items():
             table.add_row(name, str(scores["stage"]), _fmt(scores["probe_accuracy"]), _fmt(scores["chance"]))
         out.print(table)
     err.print(

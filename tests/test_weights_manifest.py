@@ -1,0 +1,41 @@
+"""The shipped weights match weights/MANIFEST.json: every file listed, sha256 equal, sidecars consistent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+MANIFEST = json.loads((WEIGHTS / "MANIFEST.json").read_text())
+ENTRIES = MANIFEST["files"]
+
+
+def test_every_weights_file_is_listed_once() -> None:
+    listed = [e["file"] for e in ENTRIES]
+    assert len(listed) == len(set(listed))
+    assert sorted(listed) == sorted(p.name for p in WEIGHTS.glob("*.safetensors"))
+
+
+def test_weights_stay_under_the_size_budget() -> None:
+    total = sum(p.stat().st_size for p in WEIGHTS.iterdir() if p.is_file())
+    assert total <= 120 * 2**20
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e["file"] for e in ENTRIES])
+def test_file_matches_its_manifest_entry(entry: dict) -> None:
+    path = WEIGHTS / entry["file"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+    assert path.stat().st_size == entry["bytes"]
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["block"] == entry["block"] and sidecar["backbone"] == entry["backbone"]
+    assert entry["command"].startswith("attnviz fit ") and entry["command"] == sidecar["command"]
+    assert entry["accuracy"] == sidecar["metrics"]["val_accuracy"]
+    if sidecar["base"]:
+        assert (WEIGHTS / sidecar["base"]).is_file(), "the shared base must ship beside the blocks"
+    if entry["kind"] == "classifier":
+        from attnviz.resources import demo_weights
+
+        assert demo_weights(entry["block"], entry["backbone"]) == path

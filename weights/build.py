@@ -1,0 +1,115 @@
+"""Build the shipped demo weights and their MANIFEST.json.
+
+    python weights/build.py base            # the shared resnet18 backbone, trained on scenes
+    python weights/build.py blocks cbam se  # blocks + head on the frozen base, one file per block
+    python weights/build.py manifest        # sha256, metrics and commands of every file into MANIFEST.json
+
+Every file is made by an `attnviz fit` command (recorded in its .json sidecar and in MANIFEST.json), then scored
+with `attnviz eval`. Training runs in a work folder (checkpoints, resumable) and the final fp16 file is copied here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = Path.home() / "attnviz-train"
+BASE = "resnet18_scenes.safetensors"
+SIZE, BATCH = 96, 64
+BASE_RUN = ["--epochs", "20", "--train-size", "6000", "--val-size", "1000", "--lr", "2e-3"]
+BLOCK_RUN = ["--epochs", "3", "--train-size", "4000", "--val-size", "1000", "--lr", "3e-3"]
+EVAL_N = 300
+
+
+def attnviz(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "attnviz", *args]
+    print("$", " ".join(command[2:]), flush=True)
+    return subprocess.run(command, check=True, text=True, stdout=subprocess.PIPE)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_base() -> None:
+    WORK.mkdir(exist_ok=True)
+    target = WORK / BASE
+    resume = ["--resume"] if target.with_suffix(".ckpt").exists() else []
+    attnviz("fit", "none", "--out", str(target), "--size", str(SIZE), "--batch-size", str(BATCH), "--half",
+            "--device", "cpu", *BASE_RUN, *resume)
+    _ship(target)
+
+
+def build_block(block: str) -> None:
+    target = WORK / f"{block}_resnet18.safetensors"
+    attnviz("fit", block, "--out", str(target), "--base", str(HERE / BASE), "--size", str(SIZE),
+            "--batch-size", str(BATCH), "--half", "--device", "cpu", *BLOCK_RUN)
+    _ship(target)
+
+
+def _ship(trained: Path) -> None:
+    """Copy the weights and sidecar here; the sidecar's base points at a file beside it."""
+    shutil.copyfile(trained, HERE / trained.name)
+    sidecar = json.loads(trained.with_suffix(".json").read_text())
+    (HERE / trained.with_suffix(".json").name).write_text(json.dumps(sidecar, indent=2) + "\n")
+
+
+def build_manifest(evaluate: bool) -> None:
+    manifest_path = HERE / "MANIFEST.json"
+    old = {e["file"]: e for e in json.loads(manifest_path.read_text()).get("files", [])} if manifest_path.exists() else {}
+    entries = []
+    for weights in sorted(HERE.glob("*.safetensors")):
+        sidecar = json.loads(weights.with_suffix(".json").read_text())
+        entry = {
+            "file": weights.name,
+            "kind": "backbone" if sidecar["block"] is None else "classifier",
+            "block": sidecar["block"],
+            "backbone": sidecar["backbone"],
+            "base": sidecar["base"],
+            "data": f"attnviz.data procedural scenes, {sidecar['input_size']} px, {len(sidecar['classes'])} classes",
+            "command": sidecar.get("command", ""),
+            "accuracy": sidecar["metrics"].get("val_accuracy"),
+            "sha256": sha256(weights),
+            "bytes": weights.stat().st_size,
+            "eval": old.get(weights.name, {}).get("eval"),
+        }
+        if evaluate and entry["kind"] == "classifier":
+            result = json.loads(attnviz("eval", sidecar["block"], "--weights", str(weights), "--n", str(EVAL_N),
+                                        "--json").stdout)
+            entry["eval"] = {
+                "command": f"attnviz eval {sidecar['block']} --n {EVAL_N}",
+                "accuracy": result["accuracy"], "best": result["best"], "gradcam": result["gradcam"],
+                "random": result["random"], "maps": result["maps"], "channel": result["channel"],
+            }
+        entries.append(entry)
+    manifest_path.write_text(json.dumps({"format": "attnviz-manifest/1", "files": entries}, indent=2) + "\n")
+    print(f"wrote {manifest_path} ({len(entries)} files)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["base", "blocks", "manifest"])
+    parser.add_argument("blocks", nargs="*")
+    parser.add_argument("--no-eval", action="store_true", help="manifest: keep the eval numbers already there")
+    args = parser.parse_args()
+    if args.what == "base":
+        build_base()
+    elif args.what == "blocks":
+        for block in args.blocks:
+            build_block(block)
+    else:
+        build_manifest(evaluate=not args.no_eval)
+
+
+if __name__ == "__main__":
+    main()
