@@ -14,27 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnviz.blocks.base import AttentionBlock, Tap, hidden_channels, register
+from attnviz.blocks.base import AttentionBlock, Tap, register
+from attnviz.blocks.se import ChannelExcitation
 from attnviz.errors import BlockConfigError
 
 COMBINATIONS = ("add", "max")
-
-
-class ChannelSqueezeExcitation(nn.Module):
-    """cSE: squeeze space by average pooling, excite channels through a bottleneck MLP."""
-
-    def __init__(self, channels: int, reduction: int = 16, *, min_hidden: int = 8) -> None:
-        super().__init__()
-        hidden = hidden_channels(channels, reduction, min_hidden)
-        self.fc1 = nn.Linear(channels, hidden)
-        self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Linear(hidden, channels)
-        self.tap = Tap("channel", ("batch", "channel"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        squeezed = x.mean(dim=(2, 3))
-        weights = self.tap(torch.sigmoid(self.fc2(self.act(self.fc1(squeezed)))))
-        return x * weights[:, :, None, None]
 
 
 class SpatialSqueezeExcitation(nn.Module):
@@ -71,7 +55,7 @@ class SCSE(AttentionBlock):
         if combine not in COMBINATIONS:
             raise BlockConfigError(f"scSE combines its two gates by one of {COMBINATIONS}, got {combine!r}")
         self.combine = combine
-        self.channel = ChannelSqueezeExcitation(channels, reduction, min_hidden=min_hidden)
+        self.channel = ChannelExcitation(channels, reduction, min_hidden=min_hidden)
         self.spatial = SpatialSqueezeExcitation(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,9 +13,8 @@ from torch import nn
 from attnviz.blocks.base import AttentionBlock, Tap, hidden_channels, register
 
 
-@register("se")
-class SqueezeExcitation(AttentionBlock):
-    """Squeeze-and-Excitation block.
+class ChannelExcitation(nn.Module):
+    """The SE gate itself (squeeze by average pooling, excite through a bottleneck MLP), also scSE's cSE half.
 
     Args:
         channels: Channels of the input feature map.
@@ -35,3 +34,8 @@ class SqueezeExcitation(AttentionBlock):
         squeezed = x.mean(dim=(2, 3))
         weights = self.tap(torch.sigmoid(self.fc2(self.act(self.fc1(squeezed)))))
         return x * weights[:, :, None, None]
+
+
+@register("se")
+class SqueezeExcitation(ChannelExcitation, AttentionBlock):
+    """Squeeze-and-Excitation block: `ChannelExcitation` registered as a block (same arguments)."""
