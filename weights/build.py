@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 WORK = Path.home() / "attnviz-train"
 BASE = "resnet18_scenes.safetensors"
 SIZE, BATCH = 96, 64
-BASE_RUN = ["--epochs", "20", "--train-size", "6000", "--val-size", "1000", "--lr", "2e-3"]
+BASE_RUN = ["--epochs", "60", "--train-size", "6000", "--val-size", "1000", "--lr", "2e-3"]
 BLOCK_RUN = ["--epochs", "3", "--train-size", "4000", "--val-size", "1000", "--lr", "3e-3"]
 EVAL_N = 300
 
