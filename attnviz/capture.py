@@ -10,6 +10,10 @@ the CPU (a copy even there, so later in-place ops cannot change it), optionally 
 can be bounded to chosen query rows and heads; a full matrix over the memory budget is refused with a message saying
 how to ask for rows. On exit, also after an exception, every hook is removed and every module's train/eval mode is
 restored. Hooks never change a module's output, so the model's outputs are bit-identical with and without capture.
+
+Taps on modules attnviz did not build (`attnviz.models.foreign.ForeignTap`) are not called by their module's code;
+such a tap has a `connect(parent)` method that hooks the parent's submodule producing the attention and calls the
+tap from there. Capture connects the taps it records and removes those hooks on exit like its own.
 """
 
 from __future__ import annotations
@@ -221,6 +225,9 @@ def capture(
                 continue
             recording.taps[path] = tap
             handles.append(tap.register_forward_hook(recorder.hook(path, tap, layer, block), with_kwargs=True))
+            connect = getattr(tap, "connect", None)
+            if connect is not None:  # a tap on a foreign module, fed by hooks it puts on its parent's submodules
+                handles.extend(connect(model.get_submodule(path.rpartition(".")[0])))
         for module in training:  # eval mode, touching only the modules that were training
             module.training = False
         yield recording

@@ -18,10 +18,11 @@ from torch import nn
 
 from attnviz.capture import Recording, capture
 from attnviz.errors import ImageError, UsageError
-from attnviz.images import Geometry, load_image, map_to_original, preprocess
+from attnviz.images import IMAGENET_MEAN, IMAGENET_STD, Geometry, load_image, map_to_original, preprocess
 from attnviz.maps import AttentionMap, coordinate_outer, plane
 from attnviz.models import STAGES
 from attnviz.models.backbones import ModelConfig, build_model
+from attnviz.models.foreign import ForeignModel, ForeignReport
 from attnviz.weights import WeightsInfo
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -43,7 +44,11 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class LoadedModel:
-    """A model ready to analyse images, and where its weights came from."""
+    """A model ready to analyse images, and where its weights came from.
+
+    `name` goes into file names: the block for attnviz's own models, a slug of --model for foreign ones, whose
+    recognised attention modules `foreign` lists (None for attnviz's own models).
+    """
 
     model: nn.Module
     config: ModelConfig
@@ -51,17 +56,35 @@ class LoadedModel:
     source: str
     trained: bool
     weights_info: WeightsInfo | None = None
+    name: str = ""
+    foreign: ForeignReport | None = None
+    native_size: int | None = None
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
     @property
     def input_size(self) -> int | None:
         """The input side the weights were trained at, when known."""
-        return self.weights_info.input_size if self.weights_info else None
+        return self.weights_info.input_size if self.weights_info else self.native_size
 
     def stage_of(self, layer: str) -> int | None:
         return self.model.attnviz_blocks.get(layer)
 
     def layers_of_stage(self, stage: int) -> list[str]:
         return [path for path, s in self.model.attnviz_blocks.items() if s == stage]
+
+    def stages(self) -> list[int]:
+        """Stages that hold attention, in order."""
+        return sorted(set(self.model.attnviz_blocks.values()))
+
+    def stage_outputs(self) -> dict[int, nn.Module]:
+        """Per stage with attention, a module whose output stands for the stage's (a CAM's target layer)."""
+        from attnviz.models.backbones import stage_outputs
+
+        model = self.model
+        if self.foreign is None or all(hasattr(model, f"layer{s}") for s in STAGES):
+            return {s: m for s, m in stage_outputs(model).items() if self.foreign is None or s in self.stages()}
+        return {stage: model.get_submodule(path) for path, stage in model.attnviz_blocks.items()}
 
 
 def load_model(
@@ -108,7 +131,119 @@ def load_model(
             else f"randomly initialised {backbone} + {block} (no trained weights)"
         )
     target = resolve_device(device)
-    return LoadedModel(model.to(target).eval(), model.attnviz_config, target, source, trained, info)
+    return LoadedModel(model.to(target).eval(), model.attnviz_config, target, source, trained, info, name=block)
+
+
+def load_foreign(
+    spec: str,
+    *,
+    block: str | None = None,
+    backbone: str = "resnet18",
+    stages: Sequence[int] = STAGES,
+    pretrained: bool = False,
+    weights: str | os.PathLike[str] | None = None,
+    trust: bool = False,
+    timm_attn: str | None = None,
+    device: str = "auto",
+    size: int = 224,
+) -> LoadedModel:
+    """Load a model attnviz did not build and attach taps to its attention modules (see models/foreign.py).
+
+    Args:
+        spec: "torchvision:NAME", "timm:NAME", or a model file: a pickled model (needs `trust`), or a state dict,
+            which is attnviz's `backbone` with `block` (the backbone's own attention when `block` is None, e.g.
+            MobileNetV3's squeeze-excitation) and these weights.
+        block: Only for a state-dict file: the attnviz block it was trained with.
+        backbone: Only for a state-dict file: the attnviz backbone it fits.
+        stages: Stages whose attention modules are analysed.
+        pretrained: torchvision's or timm's pretrained weights.
+        weights: A state dict to load into a torchvision or timm model (e.g. after fine-tuning).
+        trust: Allow a pickled model file (runs code from it).
+        timm_attn: timm's attn_layer for models that take one (resnet18...).
+        device: "auto", "cpu" or "cuda".
+        size: Input side of the dummy forward that finds each module's stage.
+
+    Never uses attnviz's demo weights.
+    """
+    from attnviz.models import foreign
+    from attnviz.models.checkpoints import apply_state_dict, extract_state_dict, read_checkpoint
+
+    source_kind, name = foreign.parse_model_spec(spec)
+    if timm_attn and source_kind != "timm":
+        raise UsageError("--timm-attn goes with --model timm:NAME", f"drop it, or use a timm model instead of {spec}")
+    if block is not None and source_kind != "file":
+        raise UsageError(
+            f"--model {spec} brings its own attention; a block name ({block}) cannot be added to it",
+            f"leave {block} out" + (f", or use --timm-attn {block}" if source_kind == "timm" else ""),
+        )
+    if source_kind == "file":
+        if pretrained or weights is not None:
+            raise UsageError("--pretrained and --weights do not apply to a model file", "leave them out")
+        module, contents = foreign.model_file(name, trust=trust)
+        if module is None:
+            return _load_state_dict_file(name, contents, block, backbone, stages, device, size)
+        if block is not None:
+            raise UsageError(f"{name} holds a whole model with its own attention", f"leave {block} out")
+        config = getattr(module, "attnviz_config", None)
+        built = ForeignModel(
+            module, foreign.file_slug(Path(name).stem), f"the pickled model {name}", "with the weights it holds", True
+        )
+    elif source_kind == "torchvision":
+        built = foreign.torchvision_model(name, pretrained=pretrained)
+        config = None
+    else:
+        built = foreign.timm_model(name, pretrained=pretrained, attn=timm_attn)
+        config = None
+    if weights is not None:
+        apply_state_dict(built.model, extract_state_dict(read_checkpoint(weights, trust=trust), str(weights)))
+        built.weights, built.trained = f"with weights from {weights}", True
+    return _foreign_loaded(built, spec, config, stages, device, size)
+
+
+def _load_state_dict_file(
+    path: str, contents: Any, block: str | None, backbone: str, stages: Sequence[int], device: str, size: int
+) -> LoadedModel:
+    """A state dict given as --model: attnviz's own model (its sidecar or `block` say which), or `backbone` alone
+    with the attention it has built in."""
+    from attnviz.models import foreign
+    from attnviz.models.checkpoints import apply_state_dict, extract_state_dict
+    from attnviz.weights import read_sidecar
+
+    info = read_sidecar(path)
+    if block is not None or (info is not None and info.block):
+        return load_model(block or info.block, backbone=backbone, stages=stages, weights=path, device=device)
+    model = build_model(info.backbone if info else backbone, None, num_classes=info.num_classes if info else 1000)
+    apply_state_dict(model, extract_state_dict(contents, path), path)
+    label = f"torchvision's {model.attnviz_config.backbone}"
+    built = ForeignModel(model, foreign.file_slug(Path(path).stem), label, f"with weights from {path}", True)
+    return _foreign_loaded(built, path, model.attnviz_config, stages, device, size)
+
+
+def _foreign_loaded(
+    built: ForeignModel, spec: str, config: ModelConfig | None, stages: Sequence[int], device: str, size: int
+) -> LoadedModel:
+    """Attach taps to a foreign model, keep the recognised modules of `stages`, and wrap it as a LoadedModel."""
+    from attnviz.models.foreign import attach_taps
+
+    model = built.model
+    report = attach_taps(model, size=size)
+    chosen = set(stages)
+    model.attnviz_blocks = {path: s for path, s in model.attnviz_blocks.items() if s in chosen}
+    if not isinstance(config, ModelConfig):
+        config = ModelConfig(spec, None, tuple(sorted(set(model.attnviz_blocks.values()))), report.num_outputs or 0)
+    target = resolve_device(device)
+    return LoadedModel(
+        model.to(target).eval(),
+        config,
+        target,
+        built.source,
+        built.trained,
+        name=built.name,
+        foreign=report,
+        native_size=built.input_size,
+        mean=built.mean or IMAGENET_MEAN,
+        std=built.std or IMAGENET_STD,
+    )
 
 
 def image_paths(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -228,7 +363,9 @@ def analyse(
         image: The already-loaded image, to skip reading `path` again.
     """
     photo = image if image is not None else load_image(path)
-    tensor, geometry = preprocess(photo, size=size, mode=mode)
+    tensor, geometry = preprocess(photo, size=size, mode=mode, mean=loaded.mean, std=loaded.std)
+    if layers is None and loaded.foreign is not None:  # the recognised modules of the chosen stages
+        layers = list(loaded.model.attnviz_blocks)
     queries = query_fractions(query_points, geometry) if query_points else None
     with torch.inference_mode(), capture(loaded.model, kinds=kinds, layers=layers, queries=queries, heads=heads) as rec:
         output = loaded.model(tensor.to(loaded.device))

@@ -46,7 +46,10 @@ def _range_note(values: np.ndarray) -> str:
     if finite.size == 0:
         return "nothing seen"
     low, high = float(finite.min()), float(finite.max())
-    return f"constant {low:.3g}" if np.isclose(low, high) else f"{low:.2f}-{high:.2f}"
+    if np.isclose(low, high, rtol=1e-3, atol=0.0):
+        return f"constant {low:.3g}"
+    # a softmax over many positions (global context, CoT) holds values far below 0.01
+    return f"{low:.2f}-{high:.2f}" if high >= 0.1 else f"{low:.2g}-{high:.2g}"
 
 
 CamRunner = Callable[[torch.Tensor, torch.Tensor], np.ndarray]

@@ -17,10 +17,12 @@ KINDS = ("channel", "selection")
 
 @guarded
 def channels(
-    block: opt.BlockArg,
+    block: opt.OptionalBlockArg = None,
     image: Annotated[
         Path | None, typer.Argument(help="Image file (default: a bundled sample photo).", show_default=False)
     ] = None,
+    model: opt.ModelOpt = None,
+    timm_attn: opt.TimmAttnOpt = None,
     layer: Annotated[
         int | None, typer.Option("--layer", "-l", help="Stage 1-4 to draw (default: the last block of every stage).")
     ] = None,
@@ -39,7 +41,10 @@ def channels(
     as_json: opt.JsonOpt = False,
     save_raw: opt.SaveRawOpt = False,
 ) -> None:
-    """Draw the per-channel weights of SE, ECA, CBAM's channel half, scSE, GAM, NAM... as bar charts."""
+    """Draw the per-channel weights of SE, ECA, CBAM's channel half, scSE, GAM, NAM... as bar charts.
+
+    With --model, the channel attention of a torchvision or timm model, or of your own model file, instead.
+    """
     from attnviz.cli.raw import save_recording
     from attnviz.images import load_image
     from attnviz.maps import channel_vector, selection_weights
@@ -49,20 +54,24 @@ def channels(
     from attnviz.resources import default_sample
     from attnviz.views import channel_stats, describe, stage_representatives
 
+    block, images = opt.split_positionals(block, [image] if image else [], model, "channels")
+    if len(images) > 1:
+        raise UsageError("channels draws one image", "give a single image file")
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=0.5, device=device)
     opt.check_out_dir(out_dir)
-    opt.check_block_kinds(block, KINDS, "channels")
+    if model is None:
+        opt.check_block_kinds(block, KINDS, "channels")
     if order not in ("sorted", "channel"):
         raise UsageError(f"unknown --order {order!r}", "choose sorted or channel")
     if top_k < 0:
         raise UsageError(f"--top-k must be 0 or more, got {top_k}")
     chosen_stages = opt.parse_stages(stages)
-    if layer is not None and layer not in chosen_stages:
+    if model is None and layer is not None and layer not in chosen_stages:
         raise UsageError(
             f"--layer {layer} is not a stage with {block} blocks",
             f"stages with blocks: {', '.join(map(str, chosen_stages))} (set them with --stages)",
         )
-    path = image or default_sample()
+    path = images[0] if images else default_sample()
     photo = load_image(path)
     loaded = opt.load(
         block,
@@ -73,7 +82,14 @@ def channels(
         trust=trust,
         device=device,
         quiet=as_json,
+        model=model,
+        timm_attn=timm_attn,
+        size=size,
+        kinds=KINDS,
+        command="channels",
+        layer=layer,
     )
+    name = loaded.name
     layers = loaded.layers_of_stage(layer) if layer is not None else None
     analysis = analyse(
         loaded, path, size=opt.input_size(size, loaded), mode=preprocess, kinds=KINDS, layers=layers, image=photo
@@ -83,7 +99,7 @@ def channels(
     channel_maps = [m for m in maps if m.kind == "channel"]
     selection_maps = [m for m in maps if m.kind == "selection"]
     if not channel_maps and not selection_maps:
-        raise UsageError(f"no channel attention was captured for {block} at the chosen layers")
+        raise UsageError(f"no channel attention was captured for {model or block} at the chosen layers")
     what = f"channels_stage{layer}" if layer is not None else "channels"
     written = []
     summary = []
@@ -94,7 +110,7 @@ def channels(
             if len(vectors) == 1
             else channel_small_multiples(vectors, order=order, top_k=min(top_k, 5))
         )
-        written.append(save(figure, opt.output_path(out_dir, path.stem, block, what, fmt), fmt))
+        written.append(save(figure, opt.output_path(out_dir, path.stem, name, what, fmt), fmt))
         summary += [
             {"map": m.name, "channels": int(v.size), **channel_stats(v)}
             for (_, v), m in zip(vectors, channel_maps, strict=True)
@@ -102,11 +118,11 @@ def channels(
     for m in selection_maps:
         weights_kc = selection_weights(m)[0]
         figure = selection_chart(weights_kc, title=describe(m, loaded))
-        name = f"selection_{m.layer.replace('.', '-')}"
-        written.append(save(figure, opt.output_path(out_dir, path.stem, block, name, fmt), fmt))
+        what = f"selection_{m.layer.replace('.', '-')}"
+        written.append(save(figure, opt.output_path(out_dir, path.stem, name, what, fmt), fmt))
         summary.append({"map": m.name, "branch_means": [float(v) for v in weights_kc.mean(axis=1)]})
     if save_raw:
-        written += save_recording(analysis, out_dir / f"{path.stem}_{block}_raw")
+        written += save_recording(analysis, out_dir / f"{path.stem}_{name}_raw")
     if as_json:
         out.print_json(
             json.dumps(

@@ -10,14 +10,17 @@ import typer
 
 from attnviz.cli import options as opt
 from attnviz.cli.common import err, guarded, out
+from attnviz.errors import UsageError
 
 KINDS = ("coordinate",)
 
 
 @guarded
 def coords(
-    block: opt.BlockArg,
-    image: Annotated[Path, typer.Argument(help="Image file.", show_default=False)],
+    block: opt.OptionalBlockArg = None,
+    image: Annotated[Path | None, typer.Argument(help="Image file.", show_default=False)] = None,
+    model: opt.ModelOpt = None,
+    timm_attn: opt.TimmAttnOpt = None,
     every_block: Annotated[
         bool, typer.Option("--every-block", help="Draw every block, not only the last block of each stage.")
     ] = False,
@@ -36,7 +39,10 @@ def coords(
     as_json: opt.JsonOpt = False,
     save_raw: opt.SaveRawOpt = False,
 ) -> None:
-    """Draw Coordinate Attention's a_h and a_w strips as profiles along the image, and a_h x a_w as an overlay."""
+    """Draw Coordinate Attention's a_h and a_w strips as profiles along the image, and a_h x a_w as an overlay.
+
+    With --model, the coordinate attention of a timm model (e.g. --model timm:resnet18 --timm-attn coord).
+    """
     from attnviz.cli.raw import save_recording
     from attnviz.images import load_image
     from attnviz.pipeline import analyse
@@ -45,9 +51,14 @@ def coords(
     from attnviz.render.save import save
     from attnviz.views import describe, stage_representatives
 
+    block, images = opt.split_positionals(block, [image] if image else [], model, "coords")
+    if len(images) != 1:
+        raise UsageError("coords draws one image" if images else "missing argument IMAGE", "give one image file")
+    image = images[0]
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     opt.check_out_dir(out_dir)
-    opt.check_block_kinds(block, KINDS, "coords")
+    if model is None:
+        opt.check_block_kinds(block, KINDS, "coords")
     photo = load_image(image)
     loaded = opt.load(
         block,
@@ -58,7 +69,13 @@ def coords(
         trust=trust,
         device=device,
         quiet=as_json,
+        model=model,
+        timm_attn=timm_attn,
+        size=size,
+        kinds=KINDS,
+        command="coords",
     )
+    name = loaded.name
     analysis = analyse(loaded, image, size=opt.input_size(size, loaded), mode=preprocess, kinds=KINDS, image=photo)
     by_layer = analysis.recording.by_layer()
     panels, summary = [], []
@@ -80,12 +97,12 @@ def coords(
     written = [
         save(
             grid(panels, columns=1 if len(panels) < 3 else 2),
-            opt.output_path(out_dir, image.stem, block, "coords", fmt),
+            opt.output_path(out_dir, image.stem, name, "coords", fmt),
             fmt,
         )
     ]
     if save_raw:
-        written += save_recording(analysis, out_dir / f"{image.stem}_{block}_raw")
+        written += save_recording(analysis, out_dir / f"{image.stem}_{name}_raw")
     if as_json:
         out.print_json(
             json.dumps(

@@ -17,8 +17,10 @@ KINDS = ("matrix",)
 
 @guarded
 def matrix(
-    block: opt.BlockArg,
-    image: Annotated[Path, typer.Argument(help="Image file.", show_default=False)],
+    block: opt.OptionalBlockArg = None,
+    image: Annotated[Path | None, typer.Argument(help="Image file.", show_default=False)] = None,
+    model: opt.ModelOpt = None,
+    timm_attn: opt.TimmAttnOpt = None,
     query: Annotated[
         list[str] | None,
         typer.Option("--query", "-q", help="Query pixel X,Y of the image (repeatable; default: the centre)."),
@@ -56,9 +58,14 @@ def matrix(
     from attnviz.render.save import save
     from attnviz.views import describe, query_tiles, stage_representatives, tile_grid
 
+    block, images = opt.split_positionals(block, [image] if image else [], model, "matrix")
+    if len(images) != 1:
+        raise UsageError("matrix draws one image" if images else "missing argument IMAGE", "give one image file")
+    image = images[0]
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     opt.check_out_dir(out_dir)
-    opt.check_block_kinds(block, KINDS, "matrix")
+    if model is None:
+        opt.check_block_kinds(block, KINDS, "matrix")
     head_list = _parse_heads(heads)
     photo = load_image(image)
     points = [opt.parse_point(q) for q in query] if query else [(photo.width // 2, photo.height // 2)]
@@ -72,7 +79,13 @@ def matrix(
         trust=trust,
         device=device,
         quiet=as_json,
+        model=model,
+        timm_attn=timm_attn,
+        size=size,
+        kinds=KINDS,
+        command="matrix",
     )
+    name = loaded.name
     analysis = analyse(
         loaded,
         image,
@@ -86,18 +99,18 @@ def matrix(
     tiles = query_tiles(analysis, loaded, points, cmap=cmap, alpha=alpha, every_block=every_block)
     written = []
     if tiles:
-        written.append(save(tile_grid(tiles), opt.output_path(out_dir, image.stem, block, "matrix", fmt), fmt))
+        written.append(save(tile_grid(tiles), opt.output_path(out_dir, image.stem, name, "matrix", fmt), fmt))
     drawn = stage_representatives(loaded, analysis.recording.layers(), every_block=every_block)
     for m in analysis.recording:
         full = m.queries is None and m.tokens in ("grid", "channel")
         if m.layer in drawn and full and (heatmaps or m.tokens == "channel"):
-            name = f"heatmap_{m.layer.replace('.', '-')}_{m.label}"
+            what = f"heatmap_{m.layer.replace('.', '-')}_{m.label}"
             figure = matrix_heatmaps(matrix_rows(m)[0], title=describe(m, loaded))
-            written.append(save(figure, opt.output_path(out_dir, image.stem, block, name, fmt), fmt))
+            written.append(save(figure, opt.output_path(out_dir, image.stem, name, what, fmt), fmt))
     if save_raw:
         from attnviz.cli.raw import save_recording
 
-        written += save_recording(analysis, out_dir / f"{image.stem}_{block}_raw")
+        written += save_recording(analysis, out_dir / f"{image.stem}_{name}_raw")
     if as_json:
         out.print_json(
             json.dumps(

@@ -23,6 +23,32 @@ DEVICES = ("auto", "cpu", "cuda")
 BlockArg = Annotated[
     str, typer.Argument(help=f"Attention block: {', '.join(block_names(backbone_only=True))}.", show_default=False)
 ]
+OptionalBlockArg = Annotated[
+    str | None,
+    typer.Argument(
+        help=f"Attention block: {', '.join(block_names(backbone_only=True))}. Left out with --model.",
+        show_default=False,
+    ),
+]
+"""BLOCK of the commands that also take --model (which brings its own attention)."""
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="A model attnviz did not build, whose own attention modules are found and drawn: torchvision:NAME, "
+        "timm:NAME, or a model file (a pickled model needs --trust; a state dict fits --backbone and BLOCK).",
+        show_default=False,
+    ),
+]
+TimmAttnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--timm-attn",
+        help="With --model timm:NAME: timm's attention layer for every block (se, eca, cbam, lcbam, coord, gc, sk...), "
+        "for models that take one such as resnet18.",
+        show_default=False,
+    ),
+]
 BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help=f"Backbone: {', '.join(BACKBONES)}.")]
 StagesOpt = Annotated[str, typer.Option("--stages", help="Stages that get the block, comma-separated (1-4).")]
 PretrainedOpt = Annotated[
@@ -111,6 +137,16 @@ def check_out_dir(out: Path) -> None:
         raise UsageError(f"cannot write to output directory {out}", f"{existing} is not writable")
 
 
+COMMAND_FOR_KIND = {
+    "channel": "channels",
+    "selection": "channels",
+    "spatial": "show",
+    "coordinate": "coords",
+    "matrix": "matrix",
+}
+"""The command that draws each kind of attention."""
+
+
 def check_block_kinds(block: str, wanted: tuple[str, ...], command: str) -> None:
     """Refuse early when `block` emits none of the kinds a command draws, naming the command that fits."""
     info = block_info(block)
@@ -121,14 +157,7 @@ def check_block_kinds(block: str, wanted: tuple[str, ...], command: str) -> None
         )
     if set(info.kinds) & set(wanted):
         return
-    suggestion = {
-        "channel": "channels",
-        "selection": "channels",
-        "spatial": "show",
-        "coordinate": "coords",
-        "matrix": "matrix",
-    }
-    better = sorted({suggestion[k] for k in info.kinds if k in suggestion})
+    better = sorted({COMMAND_FOR_KIND[k] for k in info.kinds if k in COMMAND_FOR_KIND})
     kinds = ", ".join(dict.fromkeys(info.kinds))
     raise UsageError(
         f"block {block!r} emits {kinds} attention, which `attnviz {command}` does not draw",
@@ -136,8 +165,47 @@ def check_block_kinds(block: str, wanted: tuple[str, ...], command: str) -> None
     )
 
 
+def check_model_kinds(loaded: LoadedModel, model: str, wanted: tuple[str, ...], command: str) -> None:
+    """Refuse a --model whose recognised attention (in the chosen stages) has none of the kinds `command` draws."""
+    report = loaded.foreign
+    if report is None:
+        return
+    layers = set(loaded.model.attnviz_blocks)
+    kinds = list(dict.fromkeys(k for m in report.recognised if m.path in layers for k in m.kinds))
+    if set(kinds) & set(wanted):
+        return
+    if not kinds:
+        raise UsageError(
+            f"no attention module of {model} was recognised in the chosen stages",
+            f"attnviz inspect --model {model} lists what it holds",
+        )
+    better = sorted({COMMAND_FOR_KIND[k] for k in kinds if k in COMMAND_FOR_KIND})
+    raise UsageError(
+        f"{model} holds {', '.join(kinds)} attention, which `attnviz {command}` does not draw",
+        f"try: {' or '.join(f'attnviz {b} --model {model}' for b in better)}" if better else None,
+    )
+
+
+def split_positionals(
+    block: str | None, rest: list[Path], model: str | None, command: str
+) -> tuple[str | None, list[Path]]:
+    """(BLOCK, the other positional arguments). With --model, BLOCK is left out, so a first argument that is not a
+    block name (or is an existing file) is the first image.
+
+    Raises:
+        UsageError: no --model and no BLOCK.
+    """
+    if model is None:
+        if block is None:
+            raise UsageError("missing argument BLOCK", f"e.g. attnviz {command} cbam ..., or pass --model")
+        return block, rest
+    if block is None or (block in block_names() and not Path(block).exists()):
+        return block, rest
+    return None, [Path(block), *rest]
+
+
 def load(
-    block: str,
+    block: str | None,
     *,
     backbone: str,
     stages: str,
@@ -146,20 +214,55 @@ def load(
     trust: bool,
     device: str,
     quiet: bool,
+    model: str | None = None,
+    timm_attn: str | None = None,
+    size: int | None = None,
+    kinds: tuple[str, ...] = (),
+    command: str = "",
+    layer: int | None = None,
 ) -> LoadedModel:
-    """Build the model the options describe and say, in one line on stderr, where its weights came from."""
-    from attnviz.cli.common import err
-    from attnviz.pipeline import load_model
+    """Build the model the options describe and say, in one line on stderr, where its weights came from.
 
-    loaded = load_model(
-        block,
-        backbone=backbone,
-        stages=parse_stages(stages),
-        pretrained=pretrained,
-        weights=weights,
-        trust=trust,
-        device=device,
-    )
+    With `model` (--model) the model is torchvision's, timm's or a file's, with taps on its own attention modules;
+    `size` is then the input side of the dummy forward that finds their stages, and the model is refused (before
+    anything is printed) when its recognised attention has none of `kinds`, or no module in stage `layer`.
+    """
+    from attnviz.cli.common import err
+    from attnviz.pipeline import load_foreign, load_model
+
+    if model is not None:
+        loaded = load_foreign(
+            model,
+            block=block,
+            backbone=backbone,
+            stages=parse_stages(stages),
+            pretrained=pretrained,
+            weights=weights,
+            trust=trust,
+            timm_attn=timm_attn,
+            device=device,
+            size=size or 224,
+        )
+        if kinds:
+            check_model_kinds(loaded, f"{model} --timm-attn {timm_attn}" if timm_attn else model, kinds, command)
+        if layer is not None and layer not in loaded.stages():
+            raise UsageError(
+                f"--layer {layer} is not a stage with recognised attention in {model}",
+                f"stages with attention: {', '.join(map(str, loaded.stages())) or 'none'}",
+            )
+    elif timm_attn is not None:
+        raise UsageError("--timm-attn goes with --model timm:NAME", "e.g. --model timm:resnet18 --timm-attn cbam")
+    else:
+        assert block is not None
+        loaded = load_model(
+            block,
+            backbone=backbone,
+            stages=parse_stages(stages),
+            pretrained=pretrained,
+            weights=weights,
+            trust=trust,
+            device=device,
+        )
     if not quiet:
         style = "dim" if loaded.trained else "yellow"
         err.print(f"[{style}]model: {escape(loaded.source)}[/]")

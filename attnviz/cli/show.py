@@ -12,15 +12,19 @@ from rich.markup import escape
 
 from attnviz.cli import options as opt
 from attnviz.cli.common import err, guarded, out, progress
-from attnviz.errors import ImageError
+from attnviz.errors import ImageError, UsageError
 
 SPATIAL_KINDS = ("spatial", "coordinate", "level")
 
 
 @guarded
 def show(
-    block: opt.BlockArg,
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.", show_default=False)],
+    block: opt.OptionalBlockArg = None,
+    images: Annotated[
+        list[Path] | None, typer.Argument(help="Image files or folders of images.", show_default=False)
+    ] = None,
+    model: opt.ModelOpt = None,
+    timm_attn: opt.TimmAttnOpt = None,
     backbone: opt.BackboneOpt = "resnet18",
     stages: opt.StagesOpt = "1,2,3,4",
     every_block: Annotated[
@@ -44,18 +48,24 @@ def show(
     as_json: opt.JsonOpt = False,
     save_raw: opt.SaveRawOpt = False,
 ) -> None:
-    """Overlay the block's spatial attention (CBAM, scSE, Triplet, SimAM, CoT, coordinate...) on each image."""
+    """Overlay the block's spatial attention (CBAM, scSE, Triplet, SimAM, CoT, coordinate...) on each image.
+
+    With --model, the spatial attention of a torchvision or timm model, or of your own model file, instead.
+    """
     from attnviz.cam import cam_for_layer, check_cam
     from attnviz.cli.raw import save_recording
     from attnviz.images import load_image
-    from attnviz.models.backbones import stage_outputs
     from attnviz.pipeline import analyse, image_paths
     from attnviz.render.save import save
     from attnviz.views import show_picture, spatial_rows
 
+    block, images = opt.split_positionals(block, images or [], model, "show")
+    if not images:
+        raise UsageError("missing argument IMAGES", "give one or more image files or folders")
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     opt.check_out_dir(out_dir)
-    opt.check_block_kinds(block, SPATIAL_KINDS, "show")
+    if model is None:
+        opt.check_block_kinds(block, SPATIAL_KINDS, "show")
     cam = check_cam(cam) if cam else None
     paths = image_paths(images)
     first = load_image(paths[0])  # a bad first image fails before the model is built
@@ -68,9 +78,15 @@ def show(
         trust=trust,
         device=device,
         quiet=as_json,
+        model=model,
+        timm_attn=timm_attn,
+        size=size,
+        kinds=SPATIAL_KINDS,
+        command="show",
     )
+    name = loaded.name
     cams = (
-        {stage: cam_for_layer(loaded.model, module, cam) for stage, module in stage_outputs(loaded.model).items()}
+        {stage: cam_for_layer(loaded.model, module, cam) for stage, module in loaded.stage_outputs().items()}
         if cam
         else None
     )
@@ -102,10 +118,10 @@ def show(
                 cams=cams,
                 cam_name=cam or "CAM",
             )
-            target = opt.output_path(out_dir, path.stem, block, "show", fmt)
+            target = opt.output_path(out_dir, path.stem, name, "show", fmt)
             result: dict[str, object] = {"image": str(path), "maps": [m.summary() for m in analysis.recording]}
             result["raw"] = (
-                [str(p) for p in save_recording(analysis, out_dir / f"{path.stem}_{block}_raw")] if save_raw else []
+                [str(p) for p in save_recording(analysis, out_dir / f"{path.stem}_{name}_raw")] if save_raw else []
             )
             pending.append((writer.submit(save, show_picture(analysis, rows), target, fmt), result))
             _collect(pending, results, quiet=as_json, keep=2)
