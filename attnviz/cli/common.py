@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -87,3 +89,12 @@ def progress_columns(enabled: bool) -> Progress:
         console=err,
         disable=not enabled,
     )
+
+
+def report(written: list[Path], result: dict[str, Any], *, as_json: bool) -> None:
+    """Say what a drawing command wrote: `result` plus the files as JSON on stdout, or one "wrote" line per file."""
+    if as_json:
+        out.print_json(json.dumps({**result, "files": [str(p) for p in written]}))
+        return
+    for path in written:
+        err.print(f"wrote {path}", markup=False)

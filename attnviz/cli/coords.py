@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from attnviz.cli import options as opt
-from attnviz.cli.common import err, guarded, out
+from attnviz.cli.common import guarded, report
 from attnviz.errors import UsageError
 
 KINDS = ("coordinate",)
@@ -103,18 +102,8 @@ def coords(
     ]
     if save_raw:
         written += save_recording(analysis, out_dir / f"{image.stem}_{name}_raw")
-    if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "model": loaded.config.to_dict(),
-                    "weights": loaded.source,
-                    "image": str(image),
-                    "files": [str(p) for p in written],
-                    "layers": summary,
-                }
-            )
-        )
-        return
-    for p in written:
-        err.print(f"wrote {p}", markup=False)
+    report(
+        written,
+        {"model": loaded.config.to_dict(), "weights": loaded.source, "image": str(image), "layers": summary},
+        as_json=as_json,
+    )

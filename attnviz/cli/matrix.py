@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from attnviz.cli import options as opt
-from attnviz.cli.common import err, guarded, out
+from attnviz.cli.common import guarded, report
 from attnviz.errors import UsageError
 
 KINDS = ("matrix",)
@@ -111,22 +110,17 @@ def matrix(
         from attnviz.cli.raw import save_recording
 
         written += save_recording(analysis, out_dir / f"{image.stem}_{name}_raw")
-    if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "model": loaded.config.to_dict(),
-                    "weights": loaded.source,
-                    "image": str(image),
-                    "queries": [list(p) for p in points],
-                    "files": [str(p) for p in written],
-                    "maps": [m.summary() for m in analysis.recording],
-                }
-            )
-        )
-        return
-    for p in written:
-        err.print(f"wrote {p}", markup=False)
+    report(
+        written,
+        {
+            "model": loaded.config.to_dict(),
+            "weights": loaded.source,
+            "image": str(image),
+            "queries": [list(p) for p in points],
+            "maps": [m.summary() for m in analysis.recording],
+        },
+        as_json=as_json,
+    )
 
 
 def _parse_heads(text: str | None) -> list[int] | None:
