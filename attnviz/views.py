@@ -63,6 +63,7 @@ def spatial_rows(
     cmap: str,
     alpha: float,
     contour: bool = False,
+    colorbar: bool = False,
     cams: dict[int, CamRunner] | None = None,
     cam_name: str = "CAM",
 ) -> list[list[Image.Image]]:
@@ -77,7 +78,9 @@ def spatial_rows(
         if pictures and cams and stage in cams:
             pictures.append(_cam_picture(analysis, loaded, cams[stage], stage, cam_name))
         row = [
-            _tile(overlay(photo, heat, cmap=cmap, alpha=alpha, contour=contour, **value_range), caption)
+            _tile(
+                overlay(photo, heat, cmap=cmap, alpha=alpha, contour=contour, colorbar=colorbar, **value_range), caption
+            )
             for heat, caption, value_range in pictures
         ]
         if row:

@@ -31,6 +31,9 @@ def show(
         bool, typer.Option("--every-block", help="Draw every block, not only the last block of each stage.")
     ] = False,
     contour: Annotated[bool, typer.Option("--contour", help="Outline the peak of each map.")] = False,
+    colorbar: Annotated[bool, typer.Option("--colorbar", help="Put a colour bar with its values beside each map.")] = (
+        False
+    ),
     cam: Annotated[
         str | None,
         typer.Option("--cam", help="Draw the same model's CAM beside each stage (gradcam, gradcamplusplus, ...)."),
@@ -115,6 +118,7 @@ def show(
                 cmap=cmap,
                 alpha=alpha,
                 contour=contour,
+                colorbar=colorbar,
                 cams=cams,
                 cam_name=cam or "CAM",
             )
