@@ -153,3 +153,18 @@ def test_weights_for_another_block_is_a_runtime_error(photo: Path, tmp_path: Pat
     assert _files(out_dir) == []
     code, _, err = run("show", "se", str(photo), "--weights", str(weights), *FAST, "--out", str(out_dir))
     assert code == 2  # se has no spatial maps: refused before loading
+
+
+@pytest.mark.parametrize("command", [["--help"], ["list"], ["show", "--help"]])
+def test_help_and_list_never_import_torch(command: list[str]) -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['attnviz', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('attnviz', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'CLEAN', file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, check=False)
+    assert result.stderr.strip().endswith("CLEAN"), result.stderr[-500:]
