@@ -13,7 +13,19 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from attnviz import __version__
-from attnviz.cli import channels, coords, eval_cmd, fit, inspect_cmd, list_cmd, matrix, show
+from attnviz.cli import (
+    asff_weights,
+    channels,
+    coords,
+    eval_cmd,
+    eval_det,
+    fit,
+    fit_det,
+    inspect_cmd,
+    list_cmd,
+    matrix,
+    show,
+)
 
 
 class OneLineErrors(TyperGroup):
@@ -77,6 +89,9 @@ app.command("matrix")(matrix.matrix)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("fit")(fit.fit)
 app.command("eval")(eval_cmd.evaluate)
+app.command("fit-det")(fit_det.fit_det)
+app.command("eval-det")(eval_det.eval_det)
+app.command("asff-weights")(asff_weights.asff_weights)
 
 
 def main() -> None:

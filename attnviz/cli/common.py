@@ -76,14 +76,14 @@ def progress(enabled: bool) -> Progress:
     )
 
 
-def progress_columns(enabled: bool) -> Progress:
-    """A training progress bar: images done, loss, accuracy and images/s."""
+def progress_columns(enabled: bool, *, accuracy: bool = True) -> Progress:
+    """A training progress bar: images done, loss, accuracy (unless `accuracy` is False) and images/s."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.3f}"),
-        TextColumn("acc {task.fields[accuracy]:.3f}"),
+        *([TextColumn("acc {task.fields[accuracy]:.3f}")] if accuracy else []),
         TextColumn("{task.fields[rate]:.0f} img/s"),
         TimeRemainingColumn(),
         console=err,

@@ -10,3 +10,8 @@ MOBILENETS = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
 BACKBONES = RESNETS + MOBILENETS
 STAGES = (1, 2, 3, 4)
 """Stage N of every backbone is the part running at output stride 2**(N+1): 4, 8, 16, 32."""
+
+DETECTOR_BACKBONES = ("resnet18", "mobilenet_v2")
+DETECTOR_STRIDES = (8, 16, 32)
+"""The detector's pyramid levels (attnviz.models.detector), fine to coarse."""
+LEVEL_NAMES = ("fine", "mid", "coarse")

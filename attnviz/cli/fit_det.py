@@ -1,0 +1,159 @@
+"""`attnviz fit-det --out det.pt`: train the ASFF detector on detection scenes; checkpoints every epoch."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from attnviz.cli import options as opt
+from attnviz.cli.common import INTERRUPTED, err, guarded, out
+from attnviz.errors import UsageError
+from attnviz.models import DETECTOR_BACKBONES
+
+if TYPE_CHECKING:
+    from attnviz.train_det import DetFitConfig
+
+
+@guarded
+def fit_det(
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Detector file to write (.pt).")],
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over fresh training scenes.")] = 30,
+    backbone: Annotated[
+        str, typer.Option("--backbone", "-b", help=f"Backbone: {', '.join(DETECTOR_BACKBONES)}.")
+    ] = "resnet18",
+    channels: Annotated[int, typer.Option("--channels", help="Width of the neck, ASFF modules and head.")] = 64,
+    size: Annotated[int, typer.Option("--size", help="Side of the square training scenes, in pixels.")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Scenes per step.")] = 16,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, one-cycle schedule).")] = 2e-3,
+    train_size: Annotated[int, typer.Option("--train-size", help="Training scenes per epoch (fresh every epoch).")] = (
+        4000
+    ),
+    val_size: Annotated[int, typer.Option("--val-size", help="Validation scenes (loss and mAP@0.5 per epoch).")] = 200,
+    max_objects: Annotated[int, typer.Option("--max-objects", help="Most objects in one scene.")] = 6,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for initialisation and data order.")] = 0,
+    pretrained: opt.PretrainedOpt = False,
+    no_asff: Annotated[
+        bool, typer.Option("--no-asff", help="Leave the ASFF modules out (the ablation baseline).")
+    ] = False,
+    half: Annotated[bool, typer.Option("--half", help="Store the weights as fp16 (half the file size).")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Data loading processes.")] = 1,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint beside --out.")] = False,
+    device: opt.DeviceOpt = "auto",
+    as_json: opt.JsonOpt = False,
+) -> None:
+    """Train a detector (backbone, FPN/PAN, one ASFF module per level, anchor-free head) on procedural scenes with
+    several objects from 8 px to half the image, and write det.pt for `attnviz asff-weights` and `attnviz eval-det`.
+
+    Every epoch is validated and checkpointed (<out>.ckpt; continue with --resume; Ctrl-C keeps the last finished
+    epoch).
+    """
+    from attnviz.cli.common import progress_columns
+    from attnviz.pipeline import resolve_device
+    from attnviz.train_det import DetEpochResult, DetFitConfig, fit_detector, load_resumable
+
+    if backbone not in DETECTOR_BACKBONES:
+        choices = ", ".join(DETECTOR_BACKBONES)
+        raise UsageError(f"the detector has no backbone {backbone!r}", f"choose one of: {choices}")
+    for name, value, low in (
+        ("--epochs", epochs, 1),
+        ("--batch-size", batch_size, 2),
+        ("--train-size", train_size, 2),
+        ("--val-size", val_size, 1),
+        ("--size", size, 64),
+        ("--channels", channels, 8),
+        ("--max-objects", max_objects, 1),
+        ("--workers", workers, 0),
+    ):
+        if value < low:
+            raise UsageError(f"{name} must be at least {low}, got {value}")
+    if train_size < batch_size:
+        raise UsageError(f"--train-size ({train_size}) must be at least --batch-size ({batch_size})")
+    config = DetFitConfig(
+        backbone=backbone,
+        channels=channels,
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        train_size=train_size,
+        val_size=val_size,
+        max_objects=max_objects,
+        seed=seed,
+        pretrained=pretrained,
+        asff=not no_asff,
+        workers=workers,
+        half=half,
+    )
+    if resume:  # a checkpoint that does not fit is refused before the progress bar starts
+        load_resumable(out_file, config)
+    command = command_line(out_file, config)
+    with progress_columns(not as_json, accuracy=False) as bar:
+        task = bar.add_task("epoch 1", total=(train_size // batch_size) * batch_size, loss=float("nan"), rate=0.0)
+
+        def on_batch(stats: dict[str, float]) -> None:
+            bar.update(task, advance=stats["batch_size"], loss=stats["loss"], rate=stats["images_per_second"])
+
+        def on_epoch(done: DetEpochResult) -> None:
+            bar.console.print(
+                f"epoch {done.epoch + 1}/{epochs}: loss {done.train_loss:.3f} (heatmap {done.heatmap_loss:.3f}, "
+                f"size {done.size_loss:.3f}, offset {done.offset_loss:.3f}), val loss {done.val_loss:.3f}, "
+                f"val mAP@0.5 {done.val_map50:.3f}, {done.images_per_second:.1f} img/s"
+            )
+            if done.epoch + 1 < epochs:
+                bar.reset(task, description=f"epoch {done.epoch + 2}")
+
+        try:
+            result = fit_detector(
+                config,
+                out_file,
+                resume=resume,
+                device=resolve_device(device),
+                on_batch=on_batch,
+                on_epoch=on_epoch,
+                command=command,
+            )
+        except KeyboardInterrupt:
+            err.print(
+                f"[yellow]interrupted; the last finished epoch is saved in {Path(out_file).with_suffix('.ckpt')} "
+                "(continue with --resume)[/]"
+            )
+            raise typer.Exit(INTERRUPTED) from None
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "weights": str(result.weights),
+                    "checkpoint": str(result.weights.with_suffix(".ckpt")),
+                    "history": [vars(h) for h in result.history],
+                }
+            )
+        )
+        return
+    err.print(f"wrote {result.weights} (val mAP@0.5 {result.final.val_map50:.3f})", markup=False)
+
+
+def command_line(out_file: Path, config: DetFitConfig) -> str:
+    """The full `attnviz fit-det` command that reproduces `config` (every option spelled out)."""
+    parts = ["attnviz", "fit-det", "--out", str(out_file)]
+    for flag, value in (
+        ("--epochs", config.epochs),
+        ("--backbone", config.backbone),
+        ("--channels", config.channels),
+        ("--size", config.size),
+        ("--batch-size", config.batch_size),
+        ("--lr", f"{config.lr:g}"),
+        ("--train-size", config.train_size),
+        ("--val-size", config.val_size),
+        ("--max-objects", config.max_objects),
+        ("--seed", config.seed),
+        ("--workers", config.workers),
+    ):
+        parts += [flag, str(value)]
+    for flag, on in (("--pretrained", config.pretrained), ("--no-asff", not config.asff), ("--half", config.half)):
+        if on:
+            parts.append(flag)
+    return " ".join(shlex.quote(p) for p in parts)

@@ -1,0 +1,313 @@
+"""Fitting the ASFF detector (`attnviz.models.detector`) on procedural detection scenes, with checkpoints.
+
+The same shape as `attnviz.train.fit`: `fit_detector(config, out)` trains on fresh `DetectionDataset` scenes every
+epoch (square, several objects from 8 px to half the image, flipped at random), validates every epoch (loss and
+mAP@0.5 on fixed validation scenes), writes a resumable checkpoint every epoch (`<out>.ckpt`, readable with
+`torch.load(weights_only=True)`, and by `attnviz asff-weights` as a detector), and finally the detector file
+`<out>` (det.pt: {config, state_dict, classes, metrics, training}, see `attnviz.models.detector`). A
+KeyboardInterrupt leaves the checkpoint of the last finished epoch and re-raises. AdamW with a one-cycle schedule
+over all epochs; a resumed run that asks for more epochs stretches what is left.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from attnviz.errors import UsageError
+from attnviz.models.detector import Detector, DetectorConfig, decode, detector_checkpoint
+from attnviz.models.detector_loss import build_targets, detector_loss
+from attnviz.train import seed_everything
+
+GRAD_CLIP = 10.0  # the focal loss of an untrained head can spike; clipping keeps the first steps sane
+VAL_SCORE = 0.01  # detections scored for the validation mAP
+
+
+@dataclass
+class DetFitConfig:
+    """Everything that defines a detector training run (stored in checkpoints and in det.pt)."""
+
+    backbone: str = "resnet18"
+    channels: int = 64
+    size: int = 256
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    train_size: int = 4000
+    val_size: int = 200
+    max_objects: int = 6
+    seed: int = 0
+    pretrained: bool = False
+    asff: bool = True
+    workers: int = 1
+    half: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def detector_config(self, num_classes: int) -> DetectorConfig:
+        return DetectorConfig(
+            backbone=self.backbone,
+            channels=self.channels,
+            num_classes=num_classes,
+            input_size=self.size,
+            asff=self.asff,
+        )
+
+
+RESUME_KEYS = ("backbone", "channels", "size", "max_objects", "asff", "pretrained")
+"""Options a resumed run must share with its checkpoint (the rest may change, e.g. more epochs)."""
+
+
+@dataclass
+class DetEpochResult:
+    epoch: int
+    train_loss: float
+    heatmap_loss: float
+    size_loss: float
+    offset_loss: float
+    val_loss: float
+    val_map50: float
+    images_per_second: float
+
+
+@dataclass
+class DetFitResult:
+    weights: Path
+    history: list[DetEpochResult] = field(default_factory=list)
+
+    @property
+    def final(self) -> DetEpochResult:
+        return self.history[-1]
+
+
+ProgressFn = Callable[[dict[str, Any]], None]
+Batch = tuple[torch.Tensor, list[dict[str, torch.Tensor]]]
+
+
+def make_datasets(config: DetFitConfig) -> tuple[Dataset, Dataset, list[str]]:
+    """(train, validation, class names): procedural detection scenes of `config.size` pixels."""
+    from attnviz.data.datasets import DetectionDataset, class_names
+
+    options = {"max_objects": config.max_objects, "min_side": 8, "max_fraction": 0.5}
+    train = DetectionDataset("train", config.train_size, config.size, augment=True, **options)
+    val = DetectionDataset("val", config.val_size, config.size, augment=False, **options)
+    return train, val, class_names()
+
+
+def loader(dataset: Dataset, config: DetFitConfig, *, shuffle: bool) -> DataLoader:
+    from attnviz.data.datasets import collate_detection
+
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        num_workers=config.workers,
+        generator=torch.Generator().manual_seed(config.seed),
+        drop_last=shuffle,
+        collate_fn=collate_detection,
+        persistent_workers=False,
+    )
+
+
+def checkpoint_path(out: Path) -> Path:
+    return Path(out).with_suffix(".ckpt")
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    from attnviz.render.save import atomic_write
+
+    atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def load_resumable(out: str | os.PathLike[str], config: DetFitConfig) -> dict[str, Any]:
+    """The checkpoint beside `out`, checked to fit `config` (memory-mapped: cheap to call before training starts).
+
+    Raises:
+        UsageError: there is no checkpoint, or it was made with other options.
+    """
+    path = checkpoint_path(Path(out))
+    if not path.is_file():
+        raise UsageError(f"nothing to resume: {path} does not exist", "run without --resume to start afresh")
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    saved = state["config"]
+    for key in RESUME_KEYS:
+        if saved.get(key) != getattr(config, key):
+            raise UsageError(
+                f"the checkpoint {path} was made with {key}={saved.get(key)!r}, not {getattr(config, key)!r}",
+                "resume with the same options, or start afresh without --resume",
+            )
+    return state
+
+
+def run_epoch(
+    model: Detector,
+    batches: Iterator[Batch],
+    *,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any = None,
+    device: torch.device,
+    on_batch: ProgressFn | None = None,
+) -> tuple[dict[str, float], float, list[Any]]:
+    """One pass over `batches`, training when an optimizer is given.
+
+    Returns:
+        (mean loss parts {"loss", "heatmap", "size", "offset"}, images per second, and without an optimizer the
+        (detections, targets) pairs of every image for the mAP).
+    """
+    totals = {"loss": 0.0, "heatmap": 0.0, "size": 0.0, "offset": 0.0}
+    seen = 0
+    pairs: list[Any] = []
+    start = time.perf_counter()
+    config = model.config
+    with torch.set_grad_enabled(optimizer is not None):
+        for images, targets in batches:
+            images = images.to(device, non_blocking=True)
+            outputs = model(images)
+            size = (images.shape[-1], images.shape[-2])
+            level_targets = build_targets(
+                targets, [tuple(out[0].shape[-2:]) for out in outputs], size, config, device=device
+            )
+            loss, parts = detector_loss(outputs, level_targets)
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+            else:
+                pairs += list(zip(decode(outputs, size, score=VAL_SCORE), targets, strict=True))
+            batch = images.shape[0]
+            seen += batch
+            for key, value in (("loss", loss.item()), *parts.items()):
+                totals[key] += value * batch
+            if on_batch is not None:
+                elapsed = time.perf_counter() - start
+                on_batch(
+                    {
+                        "batch_size": batch,
+                        "loss": totals["loss"] / seen,
+                        "images_per_second": seen / max(elapsed, 1e-9),
+                    }
+                )
+    elapsed = time.perf_counter() - start
+    return {k: v / max(seen, 1) for k, v in totals.items()}, seen / max(elapsed, 1e-9), pairs
+
+
+def validation_map(pairs: list[Any]) -> float:
+    """mAP@0.5 of (detections, targets) pairs from `run_epoch`."""
+    from attnviz.evaluate_det import Detections, mean_average_precision
+
+    found = [Detections(*(d[k].cpu().numpy() for k in ("boxes", "labels", "scores"))) for d, _ in pairs]
+    truths = [Detections(t["boxes"].numpy(), t["labels"].numpy()) for _, t in pairs]
+    value, _ = mean_average_precision(found, truths)
+    return value
+
+
+def fit_detector(
+    config: DetFitConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    device: torch.device | None = None,
+    on_batch: ProgressFn | None = None,
+    on_epoch: Callable[[DetEpochResult], None] | None = None,
+    command: str = "",
+) -> DetFitResult:
+    """Train `config` and write the detector file `<out>` (.pt); see the module docstring."""
+    out = Path(out).with_suffix(".pt")
+    device = device or torch.device("cpu")
+    seed_everything(config.seed)
+    train_set, val_set, classes = make_datasets(config)
+    model = Detector(config.detector_config(len(classes)), classes=classes, pretrained=config.pretrained).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(train_set) // config.batch_size)
+    history: list[DetEpochResult] = []
+    first_epoch = 0
+    state = load_resumable(out, config) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        history = [DetEpochResult(**h) for h in state["history"]]
+        first_epoch = int(state["epoch"]) + 1
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.lr,
+        total_steps=max(config.epochs, first_epoch + 1) * steps_per_epoch,
+        pct_start=0.15,
+        last_epoch=first_epoch * steps_per_epoch - 1 if state is not None else -1,
+    )
+    for epoch in range(first_epoch, config.epochs):
+        train_set.set_epoch(epoch)
+        model.train()
+        parts, rate, _ = run_epoch(
+            model,
+            iter(loader(train_set, config, shuffle=True)),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            device=device,
+            on_batch=on_batch,
+        )
+        model.eval()
+        val_batches = iter(loader(val_set, config, shuffle=False))
+        val_parts, _, pairs = run_epoch(model, val_batches, optimizer=None, device=device)
+        result = DetEpochResult(
+            epoch,
+            parts["loss"],
+            parts["heatmap"],
+            parts["size"],
+            parts["offset"],
+            val_parts["loss"],
+            validation_map(pairs),
+            rate,
+        )
+        history.append(result)
+        _save_checkpoint(
+            checkpoint_path(out),
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "config": config.to_dict(),
+                "detector": model.config.to_dict(),
+                "classes": classes,
+                "history": [asdict(h) for h in history],
+            },
+        )
+        if on_epoch is not None:
+            on_epoch(result)
+    if not history:
+        raise UsageError(f"nothing to train: the checkpoint already covers all {config.epochs} epochs")
+    return _write_detector(model, config, out, history, command)
+
+
+def _write_detector(
+    model: Detector, config: DetFitConfig, out: Path, history: list[DetEpochResult], command: str
+) -> DetFitResult:
+    from attnviz.render.save import atomic_write
+
+    final = history[-1]
+    metrics = {
+        "val_map50": round(final.val_map50, 4),
+        "val_loss": round(final.val_loss, 4),
+        "train_loss": round(final.train_loss, 4),
+        "epochs": len(history),
+        "val_scenes": config.val_size,
+    }
+    payload = detector_checkpoint(
+        model.cpu(), metrics=metrics, training={**config.to_dict(), "command": command}, half=config.half
+    )
+    atomic_write(out, lambda handle: torch.save(payload, handle))
+    return DetFitResult(out, history)
