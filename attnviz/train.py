@@ -177,29 +177,39 @@ def set_training(model: nn.Module, training: bool) -> None:
 # ------------------------------------------------------------------------------------------------------------- fit
 
 
-def _checkpoint_path(out: Path) -> Path:
-    return out.with_suffix(".ckpt")
+def checkpoint_path(out: str | os.PathLike[str]) -> Path:
+    """Where the resumable checkpoint of a run writing `out` lives: beside it, with the suffix .ckpt."""
+    return Path(out).with_suffix(".ckpt")
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (a Ctrl-C mid-write leaves the previous one intact)."""
     from attnviz.render.save import atomic_write
 
     atomic_write(path, lambda handle: torch.save(state, handle))
 
 
-def _load_checkpoint(path: Path, config: FitConfig) -> dict[str, Any]:
+def load_checkpoint(path: Path, expected: dict[str, Any], *, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint at `path` (weights-only), checked to come from a run with the `expected` options.
+
+    Raises:
+        UsageError: there is no checkpoint, or an option differs.
+    """
     if not path.is_file():
         raise UsageError(f"nothing to resume: {path} does not exist", "run without --resume to start afresh")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     saved = state["config"]
-    for key in ("block", "backbone", "stages", "size", "data", "base"):
-        ours = list(config.stages) if key == "stages" else getattr(config, key)
+    for key, ours in expected.items():
         if saved.get(key) != ours:
             raise UsageError(
                 f"the checkpoint {path} was made with {key}={saved.get(key)!r}, not {ours!r}",
                 "resume with the same options, or start afresh without --resume",
             )
     return state
+
+
+RESUME_KEYS = ("block", "backbone", "stages", "size", "data", "base")
+"""Options a resumed classifier run must share with the checkpoint (epochs may grow)."""
 
 
 def run_epoch(
@@ -266,7 +276,8 @@ def fit(
     steps_per_epoch = max(1, len(train_set) // config.batch_size)
     history: list[EpochResult] = []
     first_epoch = 0
-    state = _load_checkpoint(_checkpoint_path(out), config) if resume else None
+    expected = {key: config.to_dict()[key] for key in RESUME_KEYS}
+    state = load_checkpoint(checkpoint_path(out), expected) if resume else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -299,8 +310,8 @@ def fit(
         )
         result = EpochResult(epoch, loss, accuracy, val_loss, val_accuracy, rate)
         history.append(result)
-        _save_checkpoint(
-            _checkpoint_path(out),
+        save_checkpoint(
+            checkpoint_path(out),
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),

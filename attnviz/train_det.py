@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from attnviz.errors import UsageError
 from attnviz.models.detector import Detector, DetectorConfig, decode, detector_checkpoint
 from attnviz.models.detector_loss import build_targets, detector_loss
-from attnviz.train import seed_everything
+from attnviz.train import checkpoint_path, load_checkpoint, save_checkpoint, seed_everything
 
 GRAD_CLIP = 10.0  # the focal loss of an untrained head can spike; clipping keeps the first steps sane
 VAL_SCORE = 0.01  # detections scored for the validation mAP
@@ -118,34 +118,13 @@ def loader(dataset: Dataset, config: DetFitConfig, *, shuffle: bool) -> DataLoad
     )
 
 
-def checkpoint_path(out: Path) -> Path:
-    return Path(out).with_suffix(".ckpt")
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    from attnviz.render.save import atomic_write
-
-    atomic_write(path, lambda handle: torch.save(state, handle))
-
-
 def load_resumable(out: str | os.PathLike[str], config: DetFitConfig) -> dict[str, Any]:
     """The checkpoint beside `out`, checked to fit `config` (memory-mapped: cheap to call before training starts).
 
     Raises:
         UsageError: there is no checkpoint, or it was made with other options.
     """
-    path = checkpoint_path(Path(out))
-    if not path.is_file():
-        raise UsageError(f"nothing to resume: {path} does not exist", "run without --resume to start afresh")
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    saved = state["config"]
-    for key in RESUME_KEYS:
-        if saved.get(key) != getattr(config, key):
-            raise UsageError(
-                f"the checkpoint {path} was made with {key}={saved.get(key)!r}, not {getattr(config, key)!r}",
-                "resume with the same options, or start afresh without --resume",
-            )
-    return state
+    return load_checkpoint(checkpoint_path(out), {key: getattr(config, key) for key in RESUME_KEYS}, mmap=True)
 
 
 def run_epoch(
@@ -272,7 +251,7 @@ def fit_detector(
             rate,
         )
         history.append(result)
-        _save_checkpoint(
+        save_checkpoint(
             checkpoint_path(out),
             {
                 "model": model.state_dict(),
