@@ -98,3 +98,10 @@ def report(written: list[Path], result: dict[str, Any], *, as_json: bool) -> Non
         return
     for path in written:
         err.print(f"wrote {path}", markup=False)
+
+
+def training_interrupted(out_file: Path) -> typer.Exit:
+    """After Ctrl-C in fit or fit-det: say where the last finished epoch is and return the exit (code 130)."""
+    checkpoint = escape(str(Path(out_file).with_suffix(".ckpt")))
+    err.print(f"[yellow]interrupted; the last finished epoch is saved in {checkpoint} (continue with --resume)[/]")
+    return typer.Exit(INTERRUPTED)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from attnviz.cli import options as opt
-from attnviz.cli.common import INTERRUPTED, err, guarded, out
+from attnviz.cli.common import err, guarded, out, training_interrupted
 from attnviz.errors import UsageError
 from attnviz.models import DETECTOR_BACKBONES
 
@@ -117,11 +117,7 @@ def fit_det(
                 command=command,
             )
         except KeyboardInterrupt:
-            err.print(
-                f"[yellow]interrupted; the last finished epoch is saved in {Path(out_file).with_suffix('.ckpt')} "
-                "(continue with --resume)[/]"
-            )
-            raise typer.Exit(INTERRUPTED) from None
+            raise training_interrupted(out_file) from None
     if as_json:
         out.print_json(
             json.dumps(
