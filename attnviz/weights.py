@@ -65,12 +65,36 @@ def read_sidecar(weights: str | os.PathLike[str]) -> WeightsInfo | None:
             stages=tuple(data["stages"]),
             input_size=int(data["input_size"]),
             classes=list(data["classes"]),
-            base=(path.parent / base) if base else None,
+            base=_find_base(path.parent, base) if base else None,
             metrics=dict(data.get("metrics", {})),
             extra={k: v for k, v in data.items() if k not in _KNOWN},
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"the sidecar {path} is not valid attnviz weights metadata ({exc})") from exc
+
+
+def _relative_base(weights: Path, base: Path) -> str:
+    """The base as the sidecar stores it: relative to the weights' folder (just its name when they sit together)."""
+    try:
+        return Path(os.path.relpath(Path(base).resolve(), Path(weights).resolve().parent)).as_posix()
+    except ValueError:  # another drive on Windows
+        return str(Path(base).resolve())
+
+
+def _find_base(folder: Path, base: str) -> Path:
+    """Where the sidecar's base is: relative to its folder, else a shipped base of that name (a part trained on the
+    shipped base and moved elsewhere still loads)."""
+    where = folder / base
+    if where.is_file():
+        return where
+    from attnviz.errors import AttnvizError
+    from attnviz.resources import data_dir
+
+    try:
+        shipped = data_dir("weights") / Path(base).name
+    except AttnvizError:
+        return where
+    return shipped if shipped.is_file() else where
 
 
 _KNOWN = {"format", "block", "backbone", "stages", "input_size", "classes", "base", "metrics"}
@@ -87,7 +111,7 @@ def write_sidecar(info: WeightsInfo) -> Path:
         "stages": list(info.stages),
         "input_size": info.input_size,
         "classes": info.classes,
-        "base": info.base.name if info.base else None,
+        "base": _relative_base(info.path, info.base) if info.base else None,
         "metrics": info.metrics,
         **info.extra,
     }

@@ -114,12 +114,31 @@ def test_shared_base_then_block_parts(tmp_path: Path) -> None:
     code, _, err = run("fit", "cbam", "--out", str(part), "--base", str(base), "--epochs", "1", *TINY)
     assert code == 0, err
     keys = set(load_file(str(part)))
-    assert keys and all(".attn." in k or k.startswith("fc.") for k in keys)
+    norm = (".bn", "bn1.", ".downsample.1.")
+    assert keys and all(".attn." in k or k.startswith("fc.") or any(n in k for n in norm) for k in keys)
+    assert "layer1.0.bn1.running_mean" in keys and not any("conv" in k and ".attn." not in k for k in keys)
     loaded = load_model("cbam", weights=part, device="cpu")
     base_state = load_file(str(base))
     own = loaded.model.state_dict()
     assert torch.equal(own["layer1.0.conv1.weight"], base_state["layer1.0.conv1.weight"])  # frozen, from the base
+    # the batch norms adapted to the blocks and come from the part
+    assert torch.equal(own["layer1.0.bn1.running_mean"], load_file(str(part))["layer1.0.bn1.running_mean"])
+    assert not torch.equal(own["layer1.0.bn1.running_mean"], base_state["layer1.0.bn1.running_mean"])
     assert torch.equal(own["fc.weight"], load_file(str(part))["fc.weight"])  # the head from the part
+
+
+def test_part_in_another_folder_finds_its_base(tmp_path: Path) -> None:
+    base = tmp_path / "shared" / "base.safetensors"
+    base.parent.mkdir()
+    code, _, err = run("fit", "none", "--out", str(base), "--epochs", "1", *TINY)
+    assert code == 0, err
+    part = tmp_path / "runs" / "se.safetensors"
+    part.parent.mkdir()
+    code, _, err = run("fit", "se", "--out", str(part), "--base", str(base), "--epochs", "1", *TINY)
+    assert code == 0, err
+    assert json.loads(part.with_suffix(".json").read_text())["base"] == "../shared/base.safetensors"
+    loaded = load_model("se", weights=part, device="cpu")
+    assert torch.equal(loaded.model.state_dict()["layer1.0.conv1.weight"], load_file(str(base))["layer1.0.conv1.weight"])
 
 
 def test_eval_reports_every_layer(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Build the shipped demo weights and their MANIFEST.json.
 
     python weights/build.py base            # the shared resnet18 backbone, trained on scenes
-    python weights/build.py blocks cbam se  # blocks + head on the frozen base, one file per block
+    python weights/build.py blocks cbam se  # blocks, head and batch norms on the base, one file per block
     python weights/build.py manifest        # sha256, metrics and commands of every file into MANIFEST.json
 
 Every file is made by an `attnviz fit` command (recorded in its .json sidecar and in MANIFEST.json), then scored
@@ -23,7 +23,7 @@ WORK = Path.home() / "attnviz-train"
 BASE = "resnet18_scenes.safetensors"
 SIZE, BATCH = 96, 64
 BASE_RUN = ["--epochs", "60", "--train-size", "6000", "--val-size", "1000", "--lr", "2e-3"]
-BLOCK_RUN = ["--epochs", "3", "--train-size", "4000", "--val-size", "1000", "--lr", "3e-3"]
+BLOCK_RUN = ["--epochs", "3", "--train-size", "2000", "--val-size", "1000", "--lr", "3e-3"]
 EVAL_N = 300
 
 
