@@ -46,6 +46,7 @@ class DetFitConfig:
     max_objects: int = 6
     seed: int = 0
     pretrained: bool = False
+    base: str | None = None
     asff: bool = True
     workers: int = 1
     half: bool = False
@@ -63,7 +64,7 @@ class DetFitConfig:
         )
 
 
-RESUME_KEYS = ("backbone", "channels", "size", "max_objects", "asff", "pretrained")
+RESUME_KEYS = ("backbone", "channels", "size", "max_objects", "asff", "pretrained", "base")
 """Options a resumed run must share with its checkpoint (the rest may change, e.g. more epochs)."""
 
 
@@ -101,6 +102,28 @@ def make_datasets(config: DetFitConfig) -> tuple[Dataset, Dataset, list[str]]:
     train = DetectionDataset("train", config.train_size, config.size, augment=True, **options)
     val = DetectionDataset("val", config.val_size, config.size, augment=False, **options)
     return train, val, class_names()
+
+
+def base_backbone(path: str | os.PathLike[str], backbone: str) -> tuple[dict[str, torch.Tensor], str]:
+    """The backbone weights of a plain attnviz classifier file (`attnviz fit none`), to start a detector from.
+
+    Raises:
+        UsageError: the file is for another backbone, or has attention blocks in it.
+        CheckpointError: the file cannot be read as weights.
+    """
+    from attnviz.models.checkpoints import extract_state_dict, read_checkpoint
+    from attnviz.weights import read_sidecar
+
+    info = read_sidecar(path)
+    if info is not None and info.backbone != backbone:
+        raise UsageError(f"the base {path} is a {info.backbone}, not a {backbone}", f"pass --backbone {info.backbone}")
+    if info is not None and (info.block is not None or info.base is not None):
+        raise UsageError(
+            f"the base {path} has {info.block or 'attention'} blocks in it; a detector starts from a plain backbone",
+            "pass a file made by `attnviz fit none`, e.g. weights/resnet18_scenes.safetensors",
+        )
+    state = extract_state_dict(read_checkpoint(path), str(path))
+    return {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}, f"the base {path}"
 
 
 def loader(dataset: Dataset, config: DetFitConfig, *, shuffle: bool) -> DataLoader:
@@ -207,12 +230,15 @@ def fit_detector(
     device = device or torch.device("cpu")
     seed_everything(config.seed)
     train_set, val_set, classes = make_datasets(config)
-    model = Detector(config.detector_config(len(classes)), classes=classes, pretrained=config.pretrained).to(device)
+    state = load_resumable(out, config) if resume else None
+    init = base_backbone(config.base, config.backbone) if config.base and state is None else None
+    model = Detector(
+        config.detector_config(len(classes)), classes=classes, pretrained=config.pretrained, backbone_init=init
+    ).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(train_set) // config.batch_size)
     history: list[DetEpochResult] = []
     first_epoch = 0
-    state = load_resumable(out, config) if resume else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -297,6 +297,38 @@ def test_fit_det_rejects_bad_values(tmp_path: Path) -> None:
     assert code == 2 and "nothing to resume" in err
 
 
+def _classifier_file(path: Path, backbone: str, block: str | None) -> Path:
+    from attnviz.models.backbones import build_model
+    from attnviz.weights import WeightsInfo, write_sidecar
+
+    torch.manual_seed(1)
+    model = build_model(backbone, block, num_classes=10)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    write_sidecar(WeightsInfo(path, block, backbone, (1, 2, 3, 4), 96, [f"c{k}" for k in range(10)]))
+    return path
+
+
+def test_fit_det_starts_the_backbone_from_a_plain_base(tmp_path: Path) -> None:
+    from attnviz.train_det import base_backbone
+
+    base = _classifier_file(tmp_path / "base.safetensors", "mobilenet_v2", None)
+    init = base_backbone(base, "mobilenet_v2")
+    model = Detector(DetectorConfig(backbone="mobilenet_v2", channels=16, num_classes=10), backbone_init=init)
+    fresh = Detector(DetectorConfig(backbone="mobilenet_v2", channels=16, num_classes=10))
+    started = model.backbone.stem[0][0].weight
+    assert torch.equal(started, init[0]["features.0.0.weight"])
+    assert not torch.equal(started, fresh.backbone.stem[0][0].weight)
+    out = tmp_path / "det.pt"
+    code, _, err = run("fit-det", "--out", str(out), "--epochs", "1", "--base", str(base), *SMALL, *TINY)
+    assert code == 0, err
+    assert "--base" in torch.load(out, weights_only=True)["training"]["command"]
+    blocks = _classifier_file(tmp_path / "se.safetensors", "mobilenet_v2", "se")
+    code, _, err = run("fit-det", "--out", str(out), "--base", str(blocks), *SMALL, *TINY)
+    assert code == 2 and "plain backbone" in err and "Traceback" not in err
+    code, _, err = run("fit-det", "--out", str(out), "--base", str(base), *TINY)  # resnet18 by default
+    assert code == 2 and "--backbone mobilenet_v2" in err
+
+
 def test_eval_det_on_an_untrained_detector(det_file: Path) -> None:
     code, out, err = run("eval-det", str(det_file), "--n", "4", "--batch-size", "2", "--device", "cpu", "--json")
     assert code == 0, err

@@ -138,7 +138,8 @@ def test_part_in_another_folder_finds_its_base(tmp_path: Path) -> None:
     assert code == 0, err
     assert json.loads(part.with_suffix(".json").read_text())["base"] == "../shared/base.safetensors"
     loaded = load_model("se", weights=part, device="cpu")
-    assert torch.equal(loaded.model.state_dict()["layer1.0.conv1.weight"], load_file(str(base))["layer1.0.conv1.weight"])
+    conv = "layer1.0.conv1.weight"
+    assert torch.equal(loaded.model.state_dict()[conv], load_file(str(base))[conv])
 
 
 def test_eval_reports_every_layer(tmp_path: Path) -> None:

@@ -61,6 +61,8 @@ def _ship(trained: Path) -> None:
     """Copy the weights and sidecar here; the sidecar's base points at a file beside it."""
     shutil.copyfile(trained, HERE / trained.name)
     sidecar = json.loads(trained.with_suffix(".json").read_text())
+    if sidecar.get("base"):
+        sidecar["base"] = Path(sidecar["base"]).name
     (HERE / trained.with_suffix(".json").name).write_text(json.dumps(sidecar, indent=2) + "\n")
 
 

@@ -36,6 +36,15 @@ def fit_det(
     max_objects: Annotated[int, typer.Option("--max-objects", help="Most objects in one scene.")] = 6,
     seed: Annotated[int, typer.Option("--seed", help="Seed for initialisation and data order.")] = 0,
     pretrained: opt.PretrainedOpt = False,
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            "--base",
+            help="Start the backbone from a plain attnviz classifier (`attnviz fit none`), e.g. the shipped "
+            "weights/resnet18_scenes.safetensors; everything still trains.",
+            metavar="<path>",
+        ),
+    ] = None,
     no_asff: Annotated[
         bool, typer.Option("--no-asff", help="Leave the ASFF modules out (the ablation baseline).")
     ] = False,
@@ -53,7 +62,7 @@ def fit_det(
     """
     from attnviz.cli.common import progress_columns
     from attnviz.pipeline import resolve_device
-    from attnviz.train_det import DetEpochResult, DetFitConfig, fit_detector, load_resumable
+    from attnviz.train_det import DetEpochResult, DetFitConfig, base_backbone, fit_detector, load_resumable
 
     if backbone not in DETECTOR_BACKBONES:
         choices = ", ".join(DETECTOR_BACKBONES)
@@ -72,6 +81,10 @@ def fit_det(
             raise UsageError(f"{name} must be at least {low}, got {value}")
     if train_size < batch_size:
         raise UsageError(f"--train-size ({train_size}) must be at least --batch-size ({batch_size})")
+    if base is not None and pretrained:
+        raise UsageError("--base and --pretrained both give the backbone's starting weights", "pass one of them")
+    if base is not None and not resume:
+        base_backbone(base, backbone)  # a wrong base is refused before the progress bar starts
     config = DetFitConfig(
         backbone=backbone,
         channels=channels,
@@ -84,6 +97,7 @@ def fit_det(
         max_objects=max_objects,
         seed=seed,
         pretrained=pretrained,
+        base=str(base) if base is not None else None,
         asff=not no_asff,
         workers=workers,
         half=half,
@@ -149,6 +163,8 @@ def command_line(out_file: Path, config: DetFitConfig) -> str:
         ("--workers", config.workers),
     ):
         parts += [flag, str(value)]
+    if config.base:
+        parts += ["--base", config.base]
     for flag, on in (("--pretrained", config.pretrained), ("--no-asff", not config.asff), ("--half", config.half)):
         if on:
             parts.append(flag)

@@ -132,16 +132,24 @@ def size_bucket(side: float, config: DetectorConfig) -> str:
 class BackboneFeatures(nn.Module):
     """C3, C4, C5 (output strides 8, 16, 32) of a torchvision backbone; its classifier is dropped."""
 
-    def __init__(self, name: str, *, pretrained: bool = False) -> None:
+    def __init__(
+        self, name: str, *, pretrained: bool = False, init: tuple[dict[str, torch.Tensor], str] | None = None
+    ) -> None:
+        """`init`: (a torchvision-keyed state dict of the backbone without its classifier, where it comes from)."""
         super().__init__()
         import torchvision
+
+        from attnviz.models.checkpoints import apply_state_dict
 
         net = torchvision.models.get_model(name, weights=None)
         if pretrained:
             from attnviz.models.backbones import pretrained_state_dict
-            from attnviz.models.checkpoints import apply_state_dict
 
             apply_state_dict(net, pretrained_state_dict(name), f"torchvision's {name} weights")
+        if init is not None:
+            state, source = init
+            head = {k: v for k, v in net.state_dict().items() if k.startswith(("fc.", "classifier."))}
+            apply_state_dict(net, {**head, **state}, source)
         if name == "resnet18":
             self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
             self.stages = nn.ModuleList([net.layer2, net.layer3, net.layer4])
@@ -213,17 +221,25 @@ class Detector(nn.Module):
         config: What to build.
         classes: Names of the classes (default "class 0", "class 1", ...).
         pretrained: Start the backbone from torchvision's ImageNet weights.
+        backbone_init: Start the backbone from this (torchvision-keyed state dict, source name) instead.
 
     `forward(x)` returns one `LevelOutput` per level, fine to coarse; `detect(x)` decodes them into boxes.
     """
 
-    def __init__(self, config: DetectorConfig, *, classes: list[str] | None = None, pretrained: bool = False) -> None:
+    def __init__(
+        self,
+        config: DetectorConfig,
+        *,
+        classes: list[str] | None = None,
+        pretrained: bool = False,
+        backbone_init: tuple[dict[str, torch.Tensor], str] | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.classes = list(classes) if classes is not None else [f"class {k}" for k in range(config.num_classes)]
         if len(self.classes) != config.num_classes:
             raise UsageError(f"{len(self.classes)} class names for a detector of {config.num_classes} classes")
-        self.backbone = BackboneFeatures(config.backbone, pretrained=pretrained)
+        self.backbone = BackboneFeatures(config.backbone, pretrained=pretrained, init=backbone_init)
         self.neck = PANNeck(self.backbone.out_channels, config.channels)
         self.asff = (
             nn.ModuleList([ASFF(config.channels, level=i, compress=config.compress) for i in range(3)])
