@@ -127,6 +127,14 @@ def test_shared_base_then_block_parts(tmp_path: Path) -> None:
     assert torch.equal(own["fc.weight"], load_file(str(part))["fc.weight"])  # the head from the part
 
 
+def test_out_defaults_to_block_and_backbone_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run("fit", "se", "--epochs", "1", *TINY)
+    assert code == 0, err
+    assert {p.name for p in tmp_path.iterdir()} == {"se_resnet18.safetensors", "se_resnet18.json", "se_resnet18.ckpt"}
+    assert load_model("se", weights=tmp_path / "se_resnet18.safetensors", device="cpu").weights_info is not None
+
+
 def test_part_in_another_folder_finds_its_base(tmp_path: Path) -> None:
     base = tmp_path / "shared" / "base.safetensors"
     base.parent.mkdir()

@@ -20,7 +20,15 @@ if TYPE_CHECKING:
 @guarded
 def fit(
     block: opt.BlockArg,
-    out_file: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write (.safetensors + .json).")],
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Weights file to write (.safetensors + .json); default BLOCK_BACKBONE.safetensors here.",
+            show_default=False,
+        ),
+    ] = None,
     data: Annotated[
         str, typer.Option("--data", help="'synthetic' (procedural scenes) or an ImageFolder directory.")
     ] = ("synthetic"),
@@ -88,6 +96,8 @@ def fit(
         workers=workers,
         half=half,
     )
+    if out_file is None:
+        out_file = Path(f"{block}_{backbone}.safetensors")
     command = _command_line(block, out_file, config)
     with progress_columns(not as_json) as bar:
         task = bar.add_task(

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 @guarded
 def fit_det(
-    out_file: Annotated[Path, typer.Option("--out", "-o", help="Detector file to write (.pt).")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Detector file to write (.pt).")] = Path("det.pt"),
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over fresh training scenes.")] = 30,
     backbone: Annotated[
         str, typer.Option("--backbone", "-b", help=f"Backbone: {', '.join(DETECTOR_BACKBONES)}.")
