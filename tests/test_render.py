@@ -279,6 +279,8 @@ def test_matrix_heatmaps_pools_long_axes() -> None:
     assert "averaged" in fig.get_suptitle()
     heads = [ax for ax in fig.axes if ax.images]
     assert len(heads) == 2 and heads[0].get_ylabel() == "query token" and heads[0].get_xlabel() == "key token"
+    channels = matrix_heatmaps(np.ones((1, 8, 8)), unit="channel")
+    assert channels.axes[0].get_ylabel() == "query channel" and "8 query x 8 key channels" in channels.get_suptitle()
 
 
 def test_charts_leave_no_pyplot_figures() -> None:

@@ -14,7 +14,8 @@ ENTRIES = MANIFEST["files"]
 def test_every_weights_file_is_listed_once() -> None:
     listed = [e["file"] for e in ENTRIES]
     assert len(listed) == len(set(listed))
-    assert sorted(listed) == sorted(p.name for p in WEIGHTS.glob("*.safetensors"))
+    shipped = [*WEIGHTS.glob("*.safetensors"), *WEIGHTS.glob("*.pt")]
+    assert sorted(listed) == sorted(p.name for p in shipped)
 
 
 def test_weights_stay_under_the_size_budget() -> None:
@@ -31,6 +32,9 @@ def _check_entry(entry: dict) -> None:
     path = WEIGHTS / entry["file"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
     assert path.stat().st_size == entry["bytes"]
+    if entry["kind"] == "detector":
+        _check_detector(path, entry)
+        return
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["block"] == entry["block"] and sidecar["backbone"] == entry["backbone"]
     assert entry["command"].startswith("attnviz fit ") and entry["command"] == sidecar["command"]
@@ -41,3 +45,20 @@ def _check_entry(entry: dict) -> None:
         from attnviz.resources import demo_weights
 
         assert demo_weights(entry["block"], entry["backbone"]) == path
+
+
+def _check_detector(path: Path, entry: dict) -> None:
+    import torch
+
+    from attnviz.models.detector import detector_from_checkpoint
+
+    assert path.stat().st_size <= 30 * 2**20
+    contents = torch.load(path, map_location="cpu", weights_only=True)  # no code runs to read it
+    assert set(contents) >= {"config", "state_dict", "classes", "metrics"}
+    assert entry["command"].startswith("attnviz fit-det ") and entry["command"] == contents["training"]["command"]
+    assert entry["map50"] == contents["metrics"]["val_map50"]
+    assert entry["backbone"] == contents["config"]["backbone"] and contents["config"]["asff"]
+    model, _ = detector_from_checkpoint(contents, str(path))
+    assert len(model.asff) == 3
+    if entry["eval"] is not None:
+        assert 0 <= entry["eval"]["map50"] <= 1

@@ -2,10 +2,12 @@
 
     python weights/build.py base            # the shared resnet18 backbone, trained on scenes
     python weights/build.py blocks cbam se  # blocks, head and batch norms on the base, one file per block
+    python weights/build.py det             # the ASFF detector det.pt, its backbone started from the base
     python weights/build.py manifest        # sha256, metrics and commands of every file into MANIFEST.json
 
-Every file is made by an `attnviz fit` command (recorded in its .json sidecar and in MANIFEST.json), then scored
-with `attnviz eval`. Training runs in a work folder (checkpoints, resumable) and the final fp16 file is copied here.
+Every file is made by an `attnviz fit` (or `fit-det`) command, recorded in its .json sidecar (in det.pt itself) and
+in MANIFEST.json, then scored with `attnviz eval` (`eval-det`); a file whose sha256 did not change keeps its scores.
+Training runs in a work folder (checkpoints, resumable) and the final fp16 file is copied here.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ BASE = "resnet18_scenes.safetensors"
 SIZE, BATCH = 96, 64
 BASE_RUN = ["--epochs", "60", "--train-size", "6000", "--val-size", "1000", "--lr", "2e-3"]
 BLOCK_RUN = ["--epochs", "3", "--train-size", "2000", "--val-size", "1000", "--lr", "3e-3"]
+DET = "det.pt"
+DET_RUN = ["--size", "192", "--epochs", "18", "--train-size", "3000", "--val-size", "200", "--batch-size", "16",
+           "--lr", "2e-3", "--workers", "1"]
 EVAL_N = 300
+DET_EVAL_N = 200
 
 
 def attnviz(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,6 +63,14 @@ def build_block(block: str) -> None:
     _ship(target)
 
 
+def build_det() -> None:
+    target = WORK / DET
+    resume = ["--resume"] if target.with_suffix(".ckpt").exists() else []
+    attnviz("fit-det", "--out", str(target), "--backbone", "resnet18", "--base", str(HERE / BASE), "--half",
+            "--device", "cpu", *DET_RUN, *resume)
+    shutil.copyfile(target, HERE / DET)
+
+
 def _ship(trained: Path) -> None:
     """Copy the weights and sidecar here; the sidecar's base points at a file beside it."""
     shutil.copyfile(trained, HERE / trained.name)
@@ -68,7 +82,8 @@ def _ship(trained: Path) -> None:
 
 def build_manifest(evaluate: bool) -> None:
     manifest_path = HERE / "MANIFEST.json"
-    old = {e["file"]: e for e in json.loads(manifest_path.read_text()).get("files", [])} if manifest_path.exists() else {}
+    old = json.loads(manifest_path.read_text()).get("files", []) if manifest_path.exists() else []
+    old = {e["file"]: e for e in old}
     entries = []
     for weights in sorted(HERE.glob("*.safetensors")):
         sidecar = json.loads(weights.with_suffix(".json").read_text())
@@ -83,9 +98,10 @@ def build_manifest(evaluate: bool) -> None:
             "accuracy": sidecar["metrics"].get("val_accuracy"),
             "sha256": sha256(weights),
             "bytes": weights.stat().st_size,
-            "eval": old.get(weights.name, {}).get("eval"),
         }
-        if evaluate and entry["kind"] == "classifier":
+        kept = old.get(weights.name, {})
+        entry["eval"] = kept.get("eval") if kept.get("sha256") == entry["sha256"] else None
+        if evaluate and entry["kind"] == "classifier" and entry["eval"] is None:
             result = json.loads(attnviz("eval", sidecar["block"], "--weights", str(weights), "--n", str(EVAL_N),
                                         "--json").stdout)
             entry["eval"] = {
@@ -94,18 +110,47 @@ def build_manifest(evaluate: bool) -> None:
                 "random": result["random"], "maps": result["maps"], "channel": result["channel"],
             }
         entries.append(entry)
+    if (HERE / DET).is_file():
+        entries.append(_det_entry(HERE / DET, old.get(DET, {}), evaluate))
     manifest_path.write_text(json.dumps({"format": "attnviz-manifest/1", "files": entries}, indent=2) + "\n")
     print(f"wrote {manifest_path} ({len(entries)} files)")
 
 
+def _det_entry(path: Path, kept: dict, evaluate: bool) -> dict:
+    import torch
+
+    contents = torch.load(path, map_location="cpu", weights_only=True)
+    config, training = contents["config"], contents.get("training", {})
+    entry = {
+        "file": path.name,
+        "kind": "detector",
+        "block": "asff",
+        "backbone": config["backbone"],
+        "base": Path(training["base"]).name if training.get("base") else None,
+        "data": f"attnviz.data detection scenes, {config['input_size']} px, {len(contents['classes'])} classes, "
+        f"up to {training.get('max_objects')} objects from 8 px to half the image",
+        "command": training.get("command", ""),
+        "map50": contents["metrics"]["val_map50"],
+        "sha256": sha256(path),
+        "bytes": path.stat().st_size,
+    }
+    entry["eval"] = kept.get("eval") if kept.get("sha256") == entry["sha256"] else None
+    if evaluate and entry["eval"] is None:
+        result = json.loads(attnviz("eval-det", str(path), "--n", str(DET_EVAL_N), "--json").stdout)
+        entry["eval"] = {"command": f"attnviz eval-det weights/{path.name} --n {DET_EVAL_N}", **result}
+    return entry
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["base", "blocks", "manifest"])
+    parser.add_argument("what", choices=["base", "blocks", "det", "manifest"])
     parser.add_argument("blocks", nargs="*")
     parser.add_argument("--no-eval", action="store_true", help="manifest: keep the eval numbers already there")
     args = parser.parse_args()
     if args.what == "base":
         build_base()
+    elif args.what == "det":
+        build_det()
     elif args.what == "blocks":
         for block in args.blocks:
             build_block(block)

@@ -104,7 +104,8 @@ def matrix(
         full = m.queries is None and m.tokens in ("grid", "channel")
         if m.layer in drawn and full and (heatmaps or m.tokens == "channel"):
             what = f"heatmap_{m.layer.replace('.', '-')}_{m.label}"
-            figure = matrix_heatmaps(matrix_rows(m)[0], title=describe(m, loaded))
+            unit = "channel" if m.tokens == "channel" else "token"
+            figure = matrix_heatmaps(matrix_rows(m)[0], title=describe(m, loaded), unit=unit)
             written.append(save(figure, opt.output_path(out_dir, image.stem, name, what, fmt), fmt))
     if save_raw:
         from attnviz.cli.raw import save_recording

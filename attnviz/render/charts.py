@@ -396,6 +396,7 @@ def matrix_heatmaps(
     title: str = "",
     max_tokens: int = 1024,
     cmap: str = "viridis",
+    unit: str = "token",
 ) -> Figure:
     """One heat map per attention head: rows are query tokens, columns key tokens, on one shared colour scale.
 
@@ -405,6 +406,8 @@ def matrix_heatmaps(
         max_tokens: Longer query/key axes are average-pooled in blocks down to at most this many tokens (the
             subtitle says so), which keeps the figure small.
         cmap: Colormap name.
+        unit: What the rows and columns are, for the axis labels: "token" (positions) or "channel" (DANet's
+            channel attention relates channels to channels).
 
     Returns:
         The figure.
@@ -448,12 +451,12 @@ def matrix_heatmaps(
         ax.set_title(f"head {h}", fontsize=9)
         ax.tick_params(labelsize=7)
         if h % columns == 0:
-            ax.set_ylabel("query token")
+            ax.set_ylabel(f"query {unit}")
         if h + columns >= heads:  # nothing below it in this column
-            ax.set_xlabel("key token")
+            ax.set_xlabel(f"key {unit}")
             ax.tick_params(labelbottom=True)
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
-    notes = [f"{heads} head{'s' if heads > 1 else ''}, {nq} queries x {nk} keys"]
+    notes = [f"{heads} head{'s' if heads > 1 else ''}, {nq} query x {nk} key {unit}s"]
     if q_block > 1 or k_block > 1:
         notes.append(f"shown averaged over blocks of {q_block} queries x {k_block} keys (at most {max_tokens})")
     fig.suptitle("\n".join([title or "attention matrix", *notes]), fontsize=10)
