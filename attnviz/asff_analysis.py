@@ -26,6 +26,7 @@ from attnviz.models.detector import Detector, DetectorConfig, size_bucket
 from attnviz.models.foreign_asff import FusionModule
 
 FOREIGN_SIZE = 416  # input side for foreign detectors when --size is not given (YOLOv3's usual test size)
+SAME_OBJECT_IOU = 0.7  # boxes of different classes overlapping more than this are one object: the best label is drawn
 FOREIGN_MEAN, FOREIGN_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # YOLO-style repositories feed 0..1 RGB
 
 
@@ -250,7 +251,9 @@ def analyse_detector(
         raise AttnvizError(f"none of the ASFF modules of {loaded.path} ran on the image", "check --size")
     detections = None
     if loaded.native:
-        found = decode(output, (side, side), score=score, iou=iou, max_detections=max_detections)[0]
+        found = decode(
+            output, (side, side), score=score, iou=iou, max_detections=max_detections, agnostic_iou=SAME_OBJECT_IOU
+        )[0]
         detections = _box_results(loaded, found, levels, geometry, side)
     return DetectorAnalysis(Path(path), photo, geometry, levels, detections)
 

@@ -172,6 +172,8 @@ def test_decode_suppresses_neighbouring_peaks_and_overlapping_boxes() -> None:
     assert found["labels"].tolist() == [0, 1]
     torch.testing.assert_close(found["boxes"][0], torch.tensor([20.0, 20.0, 36.0, 36.0]))
     assert (found["scores"][:-1] >= found["scores"][1:]).all()
+    (one,) = decode(outputs, (64, 64), score=0.5, agnostic_iou=0.7)  # for pictures: one label per object
+    assert one["labels"].tolist() == [0] and torch.equal(one["boxes"][0], found["boxes"][0])
 
 
 def test_loss_decreases_on_two_fixed_scenes() -> None:

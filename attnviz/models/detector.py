@@ -278,6 +278,7 @@ def decode(
     iou: float = 0.5,
     max_detections: int = 100,
     top_k: int = TOP_K,
+    agnostic_iou: float | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """Turn head outputs into detections.
 
@@ -288,6 +289,8 @@ def decode(
         iou: Boxes of one class overlapping more than this are suppressed (torchvision's batched_nms).
         max_detections: Most boxes per image, best first.
         top_k: Peaks kept per level and image before NMS.
+        agnostic_iou: Also drop a box overlapping a better box of any class by more than this (one label per
+            object, for pictures; None keeps per-class NMS only, as the mAP wants).
 
     Returns:
         Per image: "boxes" (N, 4) x0, y0, x1, y1 in input pixels (clipped to the input), "scores" (N,),
@@ -307,7 +310,12 @@ def decode(
         boxes, scores, labels, levels = boxes[keep], scores[keep], labels[keep], levels[keep]
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-        kept = batched_nms(boxes, scores, labels, iou)[:max_detections]  # sorted by decreasing score
+        kept = batched_nms(boxes, scores, labels, iou)  # sorted by decreasing score
+        if agnostic_iou is not None:
+            from torchvision.ops import nms
+
+            kept = kept[nms(boxes[kept], scores[kept], agnostic_iou)]
+        kept = kept[:max_detections]
         results.append({"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept], "levels": levels[kept]})
     return results
 
