@@ -10,6 +10,9 @@ Which parameters train:
   base was trained on, and frozen batch-norm statistics would normalise them wrongly: CBAM on a fully frozen base
   reached 28% after an epoch where the base alone scores 98%); the weights file then holds only those (~0.3 MB of
   batch norms for resnet18 beside the blocks and head);
+  with `train_backbone` the base is only the starting point: everything trains and the file holds the whole model
+  (for blocks that transform features rather than gate them, e.g. SK, ShuffleAttention's channel shuffle or
+  S2-MLP, a frozen base cannot follow and training stays at chance);
 - with `pretrained` torchvision weights the backbone is frozen too, unless `train_backbone`;
 - otherwise (a backbone from scratch) everything trains.
 """
@@ -149,7 +152,7 @@ def make_model(config: FitConfig, classes: list[str]) -> tuple[nn.Module, list[s
         if missing_backbone:
             raise CheckpointError(f"the base {config.base} lacks backbone weights, e.g. {missing_backbone[:3]}")
         model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items() if k in own}, strict=False)
-        frozen = True
+        frozen = not config.train_backbone
     elif config.pretrained and not config.train_backbone:
         frozen = True
     if frozen:
@@ -356,7 +359,8 @@ def _write_weights(
     from attnviz.render.save import atomic_write
 
     state = model.state_dict()
-    if config.base:  # only what differs from the base: the blocks, the head and the batch norms
+    part = config.base and not config.train_backbone
+    if part:  # only what differs from the base: the blocks, the head and the batch norms
         norms = _norm_keys(model)
         state = {k: v for k, v in state.items() if _is_block_key(model, k) or _is_head_key(k) or k in norms}
     dtype = torch.float16 if config.half else None
@@ -371,7 +375,7 @@ def _write_weights(
         stages=config.stages,
         input_size=config.size,
         classes=classes,
-        base=Path(config.base) if config.base else None,
+        base=Path(config.base) if part else None,
         metrics={
             "val_accuracy": round(final.val_accuracy, 4),
             "val_loss": round(final.val_loss, 4),

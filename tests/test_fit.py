@@ -127,6 +127,20 @@ def test_shared_base_then_block_parts(tmp_path: Path) -> None:
     assert torch.equal(own["fc.weight"], load_file(str(part))["fc.weight"])  # the head from the part
 
 
+def test_base_with_train_backbone_writes_the_whole_model(tmp_path: Path) -> None:
+    base = tmp_path / "base.safetensors"
+    code, _, err = run("fit", "none", "--out", str(base), "--epochs", "1", *TINY)
+    assert code == 0, err
+    whole = tmp_path / "sk.safetensors"
+    code, _, err = run("fit", "sk", "--out", str(whole), "--base", str(base), "--train-backbone", "--epochs", "1", *TINY)
+    assert code == 0, err
+    assert json.loads(whole.with_suffix(".json").read_text())["base"] is None  # stands alone
+    state = load_file(str(whole))
+    conv = "layer1.0.conv1.weight"
+    assert conv in state and not torch.equal(state[conv], load_file(str(base))[conv])  # started there, then trained
+    assert load_model("sk", weights=whole, device="cpu").trained
+
+
 def test_out_defaults_to_block_and_backbone_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     code, _, err = run("fit", "se", "--epochs", "1", *TINY)

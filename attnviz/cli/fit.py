@@ -47,7 +47,12 @@ def fit(
     ] = None,
     pretrained: opt.PretrainedOpt = False,
     train_backbone: Annotated[
-        bool, typer.Option("--train-backbone", help="Also train a --pretrained backbone (frozen by default).")
+        bool,
+        typer.Option(
+            "--train-backbone",
+            help="Also train a --pretrained or --base backbone (frozen by default); the file then holds the whole "
+            "model.",
+        ),
     ] = False,
     half: Annotated[bool, typer.Option("--half", help="Store the weights as fp16.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="Data loading processes.")] = 1,
