@@ -132,7 +132,8 @@ def test_base_with_train_backbone_writes_the_whole_model(tmp_path: Path) -> None
     code, _, err = run("fit", "none", "--out", str(base), "--epochs", "1", *TINY)
     assert code == 0, err
     whole = tmp_path / "sk.safetensors"
-    code, _, err = run("fit", "sk", "--out", str(whole), "--base", str(base), "--train-backbone", "--epochs", "1", *TINY)
+    options = ["--base", str(base), "--train-backbone", "--epochs", "1", *TINY]
+    code, _, err = run("fit", "sk", "--out", str(whole), *options)
     assert code == 0, err
     assert json.loads(whole.with_suffix(".json").read_text())["base"] is None  # stands alone
     state = load_file(str(whole))
