@@ -108,8 +108,10 @@ def load_model(
     from attnviz.train import load_weights
     from attnviz.weights import read_sidecar
 
+    is_demo = False
     if weights is None and not pretrained and demo:
         weights = demo_weights(block, backbone)
+        is_demo = weights is not None
     info = read_sidecar(weights) if weights is not None else None
     if info is not None:
         if info.block != block:
@@ -120,6 +122,8 @@ def load_model(
         model = build_model(info.backbone, block, stages=info.stages, num_classes=info.num_classes)
         load_weights(model, weights, info)
         source = f"weights from {weights} ({info.backbone}, stages {','.join(map(str, info.stages))})"
+        if is_demo:
+            source = f"demo {source[:-1]}, trained on attnviz's scenes; --weights for your own)"
     else:
         model = build_model(backbone, block, stages=stages, weights=weights, pretrained=pretrained, trust=trust)
         source = f"weights from {weights}"

@@ -50,7 +50,7 @@ def test_show_writes_overlay_at_original_aspect(photo: Path, tmp_path: Path) -> 
     assert code == 0, err
     (written,) = _files(tmp_path)
     assert written.name == "wide photo_cbam_show.png"
-    assert "randomly initialised" in err and str(written) in err
+    assert "demo weights" in err and "cbam_resnet18.safetensors" in err and str(written) in err
     with Image.open(written) as picture:
         assert picture.width > picture.height  # tiles keep the photo's wide aspect
 

@@ -29,6 +29,13 @@ BASE_RUN = ["--epochs", "60", "--train-size", "6000", "--val-size", "1000", "--l
 BLOCK_RUN = ["--train-size", "2000", "--val-size", "1000", "--lr", "3e-3"]
 BLOCK_EPOCHS = {"coord": 8}  # after 3 epochs coord was at 92% accuracy and pointing 0.71, still improving
 DEFAULT_EPOCHS = 3
+# Blocks that transform the features (SK's extra convs, ShuffleAttention's channel shuffle, S2-MLP's shifts and MLP)
+# stay at chance on the frozen base (10-12% after 3 epochs): they start from it and train everything, so their files
+# hold the whole model.
+WHOLE = {"sk", "shuffle", "s2mlp"}
+# GAM's 7x7 convs at C=512 make its stage-4 blocks 25 MB (35 MB for all four stages); SOCA's covariance at C=512 is
+# the slowest part on a CPU. Both go into stages 1-3, where the maps localise anyway.
+BLOCK_STAGES = {"gam": "1,2,3", "soca": "1,2,3"}
 DET = "det.pt"
 DET_RUN = ["--size", "192", "--epochs", "18", "--train-size", "3000", "--val-size", "200", "--batch-size", "16",
            "--lr", "2e-3", "--workers", "1"]
@@ -63,7 +70,8 @@ def build_block(block: str) -> None:
     target = WORK / f"{block}_resnet18.safetensors"
     attnviz("fit", block, "--out", str(target), "--base", str(HERE / BASE), "--size", str(SIZE),
             "--batch-size", str(BATCH), "--half", "--device", "cpu", *BLOCK_RUN,
-            "--epochs", str(BLOCK_EPOCHS.get(block, DEFAULT_EPOCHS)))
+            "--epochs", str(BLOCK_EPOCHS.get(block, DEFAULT_EPOCHS)), "--stages", BLOCK_STAGES.get(block, "1,2,3,4"),
+            *(["--train-backbone"] if block in WHOLE else []))
     _ship(target)
 
 

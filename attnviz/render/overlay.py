@@ -247,7 +247,7 @@ def overlay(
     contour: bool = False,
     colorbar: bool = False,
 ) -> Image.Image:
-    """Blend a heat map over a photo of the same size.
+    """Blend a heat map over a photo of the same size (the photo in grey under the colours, so hues read true).
 
     Args:
         image: The original photo (any mode; drawn as RGB).
@@ -286,8 +286,10 @@ def overlay(
     if alpha == 0.0:
         pixels = photo.copy()
     else:
+        # over the photo in grey: the photo's own colours would shift the heat's hues (green on red reads as brown)
+        grey = np.asarray(image.convert("L"), dtype=np.float32)[..., None]
         colours = lut[_lut_index(scaled)].astype(np.float32)
-        blended = photo.astype(np.float32) * np.float32(1.0 - alpha) + colours * np.float32(alpha)
+        blended = grey * np.float32(1.0 - alpha) + colours * np.float32(alpha)
         pixels = (blended + np.float32(0.5)).astype(np.uint8)
     if not seen.all():
         pixels[~seen] = np.asarray(desaturate(image))[~seen]
