@@ -260,7 +260,12 @@ def evaluate(
 
 
 def _stage_of(model: nn.Module, map_name: str) -> int | None:
-    return model.attnviz_blocks.get(map_name.split(":")[0])
+    """The stage of the block a map comes from (its tap may sit in a submodule, e.g. `layer3.0.attn.attention`)."""
+    layer = map_name.split(":")[0]
+    for path, stage in model.attnviz_blocks.items():
+        if layer == path or layer.startswith(path + "."):
+            return stage
+    return None
 
 
 def _cam_runners(model: nn.Module, method: str | None) -> dict[int, Callable[[torch.Tensor, torch.Tensor], np.ndarray]]:

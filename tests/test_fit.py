@@ -187,3 +187,13 @@ def test_fit_rejects_bad_values(tmp_path: Path) -> None:
     assert code == 2 and "ImageFolder" in err
     code, _, err = run("fit", "se", "--out", str(tmp_path / "x.safetensors"), "--resume", *TINY)
     assert code == 2 and "nothing to resume" in err
+
+
+def test_maps_of_taps_inside_a_submodule_know_their_stage() -> None:
+    from attnviz.evaluate import _stage_of
+    from attnviz.models.backbones import build_model
+
+    model = build_model("resnet18", "eca_mhsa", stages=(3, 4), num_classes=10)
+    assert _stage_of(model, "layer3.0.attn.attention:matrix") == 3
+    assert _stage_of(model, "layer4.1.attn:channel") == 4
+    assert _stage_of(model, "layer30.0.attn:channel") is None

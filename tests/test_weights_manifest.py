@@ -62,3 +62,32 @@ def _check_detector(path: Path, entry: dict) -> None:
     assert len(model.asff) == 3
     if entry["eval"] is not None:
         assert 0 <= entry["eval"]["map50"] <= 1
+
+
+def test_shipped_cbam_localises_on_fresh_scenes() -> None:
+    """A small rerun of the README's eval row: the demo CBAM's best map still points at the object."""
+    from typer.testing import CliRunner
+
+    from attnviz.cli.app import app
+
+    result = CliRunner().invoke(app, ["eval", "cbam", "--n", "40", "--cam", "none", "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["accuracy"] >= 0.9
+    assert scores["best"]["pointing"] >= 0.75 and scores["best"]["auroc"] >= 0.85
+    assert scores["best"]["pointing"] > scores["random"]["pointing"] + 0.5
+
+
+def test_shipped_detector_finds_the_sample_scene_objects(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from attnviz.cli.app import app
+
+    scene = WEIGHTS.parent / "samples" / "scenes" / "detection_scene"
+    args = ["asff-weights", str(WEIGHTS / "det.pt"), str(scene.with_suffix(".png")), "--out", str(tmp_path), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(list(tmp_path.glob("*.png"))) == 4
+    truth = json.loads(scene.with_suffix(".json").read_text())
+    found = {d["class"] for d in json.loads(result.stdout)["detections"]}
+    assert len(found & {o["shape"] for o in truth["objects"]}) >= 3
