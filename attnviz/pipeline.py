@@ -121,9 +121,11 @@ def load_model(
             )
         model = build_model(info.backbone, block, stages=info.stages, num_classes=info.num_classes)
         load_weights(model, weights, info)
-        source = f"weights from {weights} ({info.backbone}, stages {','.join(map(str, info.stages))})"
+        where = f"{info.backbone}, stages {','.join(map(str, info.stages))}"
         if is_demo:
-            source = f"demo {source[:-1]}, trained on attnviz's scenes; --weights for your own)"
+            source = f"demo weights from {weights} ({where}, trained on attnviz's scenes; --weights for your own)"
+        else:
+            source = f"weights from {weights} ({where})"
     else:
         model = build_model(backbone, block, stages=stages, weights=weights, pretrained=pretrained, trust=trust)
         source = f"weights from {weights}"
