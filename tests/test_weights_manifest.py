@@ -91,3 +91,14 @@ def test_shipped_detector_finds_the_sample_scene_objects(tmp_path: Path) -> None
     truth = json.loads(scene.with_suffix(".json").read_text())
     found = {d["class"] for d in json.loads(result.stdout)["detections"]}
     assert len(found & {o["shape"] for o in truth["objects"]}) >= 3
+
+
+def test_pip_install_ships_every_listed_file() -> None:
+    import fnmatch
+
+    import tomllib
+
+    pyproject = tomllib.loads((WEIGHTS.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["data-files"]["share/attnviz/weights"]
+    for name in [e["file"] for e in ENTRIES] + ["MANIFEST.json"]:
+        assert any(fnmatch.fnmatch(f"weights/{name}", p) for p in patterns), name
