@@ -103,3 +103,16 @@ def test_pip_install_ships_every_listed_file() -> None:
     patterns = re.findall(r'"([^"]+)"', line.group(1))
     for name in [e["file"] for e in ENTRIES] + ["MANIFEST.json"]:
         assert any(fnmatch.fnmatch(f"weights/{name}", p) for p in patterns), name
+
+
+def test_eval_all_summarises_the_demo_blocks(monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import attnviz.cli.eval_cmd as eval_cmd
+    from attnviz.cli.app import app
+
+    monkeypatch.setattr(eval_cmd, "_demo_blocks", lambda: ["cbam", "se"])  # two of them, to stay quick
+    result = CliRunner().invoke(app, ["eval", "all", "--n", "8", "--batch-size", "8", "--cam", "none"])
+    assert result.exit_code == 0, result.output
+    assert "where each block localises best" in result.stdout
+    assert "cbam" in result.stdout and "layer" in result.stdout and "se" in result.stdout

@@ -121,19 +121,11 @@ def _evaluate_one(
 
 def _print_summary(results: list[dict[str, Any]], n: int) -> None:
     table = Table(title=f"Demo weights on {n} held-out scenes: where each block localises best")
-    for column in (
-        "block",
-        "accuracy",
-        "best map",
-        "stage",
-        "pointing",
-        "Grad-CAM",
-        "random",
-        "AUROC",
-        "Grad-CAM",
-        "random",
-    ):
-        table.add_column(column, justify="left" if column in ("block", "best map") else "right")
+    table.add_column("block", no_wrap=True)
+    table.add_column("accuracy", justify="right", no_wrap=True)
+    table.add_column("best map", min_width=21, overflow="fold")
+    for column in ("stage", "point", "CAM", "random", "AUROC", "CAM", "random"):
+        table.add_column(column, justify="right", no_wrap=True)
     for r in results:
         best = r["best"] or {}
         cam = r["gradcam"].get(str(best.get("stage")), {})
@@ -156,8 +148,10 @@ def _print_tables(block: str, result: dict[str, Any]) -> None:
     out.print(f"[bold]{block}[/]: accuracy {result['accuracy']:.3f} on {result['images']} held-out scenes")
     if result["maps"]:
         table = Table(title="Does the attention land on the object? (pixel level)")
-        for column in ("map", "stage", "pointing", "Grad-CAM", "random", "AUROC", "Grad-CAM", "random", "energy"):
-            table.add_column(column, justify="left" if column == "map" else "right")
+        widest = max(len(name) for name in result["maps"])
+        table.add_column("map", min_width=min(widest, 40), overflow="fold")  # the layer names stay readable at 80
+        for column in ("stage", "point", "CAM", "random", "AUROC", "CAM", "random", "energy"):
+            table.add_column(column, justify="right", no_wrap=True)
         rand = result["random"]
         for name, scores in sorted(result["maps"].items(), key=lambda kv: (kv[1]["stage"] or 0, kv[0])):
             cam = result["gradcam"].get(str(scores["stage"]), {})
@@ -176,11 +170,12 @@ def _print_tables(block: str, result: dict[str, Any]) -> None:
     if result["channel"]:
         table = Table(title="How class-specific are the channel weights? (linear probe on half, tested on half)")
         for column in ("map", "stage", "probe accuracy", "chance"):
-            table.add_column(column, justify="left" if column == "map" else "right")
+            table.add_column(column, justify="left" if column == "map" else "right", overflow="fold")
         for name, scores in result["channel"].items():
             table.add_row(name, str(scores["stage"]), _fmt(scores["probe_accuracy"]), _fmt(scores["chance"]))
         out.print(table)
     err.print(
-        "[dim]pointing: the map's peak lies on the object (mask dilated by the tolerance); AUROC: map values "
-        "as a pixel-level object score; energy: map mass on the object / object area share[/]"
+        "[dim]point: pointing game, the map's peak lies on the object (mask dilated by the tolerance); AUROC: map "
+        "values as a pixel-level object score; CAM: the same for the chosen CAM method at that stage; random: a "
+        "uniform random map; energy: map mass on the object / object area share[/]"
     )
