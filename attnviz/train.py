@@ -270,6 +270,60 @@ def run_epoch(
     return total_loss / max(seen, 1), correct / max(seen, 1), seen / max(elapsed, 1e-9)
 
 
+def restore(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], epochs: int) -> int:
+    """Load a resumable checkpoint's model, optimizer and RNG state; returns the first epoch still to run.
+
+    Raises:
+        UsageError: the checkpoint already covers more than `epochs` epochs.
+    """
+    done = int(state["epoch"]) + 1
+    if done > epochs:
+        raise UsageError(
+            f"nothing to train: the checkpoint already covers {done} epochs, more than --epochs {epochs}",
+            f"ask for more than {done} epochs, or run without --resume to start afresh",
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return done
+
+
+def one_cycle(
+    optimizer: torch.optim.Optimizer, lr: float, epochs: int, first_epoch: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    """The one-cycle schedule over all `epochs`, positioned at `first_epoch` (a resumed run that asks for more
+    epochs stretches what is left)."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=lr,
+        total_steps=max(epochs, first_epoch + 1) * steps_per_epoch,
+        pct_start=0.15,
+        last_epoch=first_epoch * steps_per_epoch - 1,
+    )
+
+
+def epoch_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    epoch: int,
+    config: Any,
+    history: list[Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """What the checkpoint of a finished epoch holds (`restore` reads it back); `extra` adds run-specific keys."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "epoch": epoch,
+        "config": config.to_dict(),
+        **extra,
+        "history": [asdict(h) for h in history],
+    }
+
+
 def fit(
     config: FitConfig,
     out: str | os.PathLike[str],
@@ -295,19 +349,9 @@ def fit(
     expected = {key: config.to_dict()[key] for key in RESUME_KEYS}
     state = load_checkpoint(checkpoint_path(out), expected) if resume else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        first_epoch = restore(model, optimizer, state, config.epochs)
         history = [EpochResult(**h) for h in state["history"]]
-        first_epoch = int(state["epoch"]) + 1
-    # the one-cycle schedule spans all epochs; a resumed run that asks for more epochs stretches what is left
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=config.lr,
-        total_steps=config.epochs * steps_per_epoch,
-        pct_start=0.15,
-        last_epoch=first_epoch * steps_per_epoch - 1 if state is not None else -1,
-    )
+    scheduler = one_cycle(optimizer, config.lr, config.epochs, first_epoch, steps_per_epoch)
     for epoch in range(first_epoch, config.epochs):
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
@@ -326,18 +370,7 @@ def fit(
         )
         result = EpochResult(epoch, loss, accuracy, val_loss, val_accuracy, rate)
         history.append(result)
-        save_checkpoint(
-            checkpoint_path(out),
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "epoch": epoch,
-                "config": config.to_dict(),
-                "history": [asdict(h) for h in history],
-            },
-        )
+        save_checkpoint(checkpoint_path(out), epoch_state(model, optimizer, scheduler, epoch, config, history))
         if on_epoch is not None:
             on_epoch(result)
     if not history:

@@ -24,7 +24,15 @@ from torch.utils.data import DataLoader, Dataset
 from attnviz.errors import UsageError
 from attnviz.models.detector import Detector, DetectorConfig, decode, detector_checkpoint
 from attnviz.models.detector_loss import build_targets, detector_loss
-from attnviz.train import checkpoint_path, load_checkpoint, save_checkpoint, seed_everything
+from attnviz.train import (
+    checkpoint_path,
+    epoch_state,
+    load_checkpoint,
+    one_cycle,
+    restore,
+    save_checkpoint,
+    seed_everything,
+)
 
 GRAD_CLIP = 10.0  # the focal loss of an untrained head can spike; clipping keeps the first steps sane
 VAL_SCORE = 0.01  # detections scored for the validation mAP
@@ -240,18 +248,9 @@ def fit_detector(
     history: list[DetEpochResult] = []
     first_epoch = 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        first_epoch = restore(model, optimizer, state, config.epochs)
         history = [DetEpochResult(**h) for h in state["history"]]
-        first_epoch = int(state["epoch"]) + 1
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=config.lr,
-        total_steps=max(config.epochs, first_epoch + 1) * steps_per_epoch,
-        pct_start=0.15,
-        last_epoch=first_epoch * steps_per_epoch - 1 if state is not None else -1,
-    )
+    scheduler = one_cycle(optimizer, config.lr, config.epochs, first_epoch, steps_per_epoch)
     for epoch in range(first_epoch, config.epochs):
         train_set.set_epoch(epoch)
         model.train()
@@ -277,20 +276,9 @@ def fit_detector(
             rate,
         )
         history.append(result)
-        save_checkpoint(
-            checkpoint_path(out),
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "epoch": epoch,
-                "config": config.to_dict(),
-                "detector": model.config.to_dict(),
-                "classes": classes,
-                "history": [asdict(h) for h in history],
-            },
-        )
+        extra = {"detector": model.config.to_dict(), "classes": classes}
+        snapshot = epoch_state(model, optimizer, scheduler, epoch, config, history, **extra)
+        save_checkpoint(checkpoint_path(out), snapshot)
         if on_epoch is not None:
             on_epoch(result)
     if not history:

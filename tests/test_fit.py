@@ -83,6 +83,8 @@ def test_resume_continues_from_the_checkpoint(se_weights: Path) -> None:
     assert [h["epoch"] for h in history] == [0, 1]  # epoch 0 came from the checkpoint, only epoch 1 ran
     code, _, err = run("fit", "cbam", "--out", str(se_weights), "--epochs", "3", "--resume", *TINY)
     assert code == 2 and "block='se'" in err
+    code, _, err = run("fit", "se", "--out", str(se_weights), "--epochs", "1", "--resume", *TINY)  # 2 are done
+    assert code == 2 and "nothing to train" in err and "Traceback" not in err
 
 
 def test_interrupt_keeps_the_last_epoch_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
