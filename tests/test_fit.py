@@ -180,6 +180,13 @@ def test_eval_reports_every_layer(tmp_path: Path) -> None:
     assert set(result["gradcam"]) == {"1", "2", "3", "4"}
     assert 0 <= result["random"]["pointing"] <= 1 and result["best"]["map"] in result["maps"]
     assert all(0 <= c["probe_accuracy"] <= 1 for c in result["channel"].values())
+    assert result["size"] == 64  # the size the weights were trained at
+    common = ["eval", "cbam", "--weights", str(out), "--n", "4", "--cam", "none", "--json"]
+    code, stdout, err = run(*common, "--size", "96")
+    assert code == 0, err
+    assert json.loads(stdout)["size"] == 96 and json.loads(stdout)["images"] == 4
+    code, _, err = run(*common, "--size", "8")
+    assert code == 2 and "--size must be between 32 and 1024 pixels, got 8" in err
 
 
 def test_fit_rejects_bad_values(tmp_path: Path) -> None:
@@ -189,6 +196,75 @@ def test_fit_rejects_bad_values(tmp_path: Path) -> None:
     assert code == 2 and "ImageFolder" in err
     code, _, err = run("fit", "se", "--out", str(tmp_path / "x.safetensors"), "--resume", *TINY)
     assert code == 2 and "nothing to resume" in err
+    code, _, err = run("fit", "sk", "--out", str(tmp_path / "x.safetensors"), "--train-stages", "2", *TINY)
+    assert code == 2 and "--train-stages picks which stages of a --base" in err
+    base = ["--base", str(tmp_path / "b.safetensors")]
+    code, _, err = run("fit", "sk", *base, "--train-stages", "2", "--train-backbone", *TINY)
+    assert code == 2 and "give one of them" in err
+    code, _, err = run("fit", "sk", *base, "--train-stages", "2,5", *TINY)
+    assert code == 2 and "--train-stages: stage 5 does not exist" in err
+    code, _, err = run("fit", "sk", *base, "--train-stages", "2", "--match-weight", "-1", *TINY)
+    assert code == 2 and "--match-weight must be at least 0" in err
+    assert not list(tmp_path.iterdir())  # nothing written by any of them
+
+
+def test_train_stages_part_holds_those_stages(tmp_path: Path) -> None:
+    base = tmp_path / "base.safetensors"
+    code, _, err = run("fit", "none", "--out", str(base), "--epochs", "1", *TINY)
+    assert code == 0, err
+    part = tmp_path / "sk.safetensors"
+    options = ["--base", str(base), "--stages", "2", "--train-stages", "2", "--epochs", "1", *TINY]
+    code, _, err = run("fit", "sk", "--out", str(part), *options)
+    assert code == 0, err
+    sidecar = json.loads(part.with_suffix(".json").read_text())
+    assert sidecar["base"] == "base.safetensors" and "--train-stages 2 --match-weight 10" in sidecar["command"]
+    keys = load_file(str(part))
+    base_state = load_file(str(base))
+    convs = {k.split(".")[0] for k in keys if k.endswith("conv1.weight")}
+    assert convs == {"layer2"}  # stage 2's convs trained and are in the part; the others stay the base's
+    assert not torch.equal(keys["layer2.0.conv1.weight"], base_state["layer2.0.conv1.weight"])
+    own = load_model("sk", weights=part, device="cpu").model.state_dict()
+    assert torch.equal(own["layer2.0.conv1.weight"], keys["layer2.0.conv1.weight"])
+    assert torch.equal(own["layer3.0.conv1.weight"], base_state["layer3.0.conv1.weight"])
+
+
+def test_stage_matcher_pulls_the_stage_towards_the_base() -> None:
+    from attnviz.models.backbones import build_model
+    from attnviz.train import StageMatcher
+
+    torch.manual_seed(0)
+    teacher = build_model("resnet18", None, num_classes=4).eval()
+    twin = build_model("resnet18", None, num_classes=4).eval()
+    twin.load_state_dict(teacher.state_dict())
+    student = build_model("resnet18", "sk", stages=(2,), num_classes=4).eval()
+    student.load_state_dict(teacher.state_dict(), strict=False)
+    images = torch.randn(2, 3, 64, 64)
+    same = StageMatcher(twin, teacher, ["layer2", "layer3"], weight=10.0)
+    twin(images)
+    assert same(images).item() == 0.0  # the plain base matches itself
+    same.close()
+    matcher = StageMatcher(student, teacher, ["layer2"], weight=10.0)
+    student(images)
+    loss = matcher(images)
+    assert loss.item() > 0.1  # SK's random convs change what stage 2 computes
+    loss.backward()
+    assert student.layer2[0].conv1.weight.grad is not None  # the student learns from it
+    assert all(p.grad is None for p in teacher.parameters())  # the base does not
+    matcher.close()
+    assert not student.layer2._forward_hooks
+
+
+def test_resume_accepts_checkpoints_from_before_train_stages(tmp_path: Path) -> None:
+    out = tmp_path / "se.safetensors"
+    code, _, err = run("fit", "se", "--out", str(out), "--epochs", "1", *TINY)
+    assert code == 0, err
+    ckpt = out.with_suffix(".ckpt")
+    state = torch.load(ckpt, weights_only=True)
+    del state["config"]["train_stages"], state["config"]["match_weight"]
+    torch.save(state, ckpt)
+    code, _, err = run("fit", "se", "--out", str(out), "--epochs", "2", "--resume", *TINY)
+    assert code == 0, err
+    assert json.loads(out.with_suffix(".json").read_text())["metrics"]["epochs"] == 2
 
 
 def test_maps_of_taps_inside_a_submodule_know_their_stage() -> None:

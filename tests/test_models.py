@@ -220,6 +220,31 @@ def test_stage_numbers_follow_output_stride(backbone: str) -> None:
         assert m.shape[-2:] == (SIDE // 2 ** (stage + 1),) * 2, f"{m.layer} is said to be stage {stage}"
 
 
+def _output_shape(model: nn.Module, module: nn.Module, image: torch.Tensor) -> torch.Size:
+    seen = {}
+    handle = module.register_forward_hook(lambda _module, _inputs, output: seen.update(shape=output.shape))
+    model(image)
+    handle.remove()
+    return seen["shape"]
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", *MOBILENETS])
+def test_stage_prefixes_name_the_modules_of_each_stage(backbone: str) -> None:
+    from attnviz.models.backbones import stage_prefixes
+
+    model = build_model(backbone, None)
+    image = _image()
+    for stage in (1, 2, 3, 4):
+        prefixes = stage_prefixes(model, backbone, (stage,))
+        assert prefixes and all(p.endswith(".") for p in prefixes)
+        last = model.get_submodule(prefixes[-1][:-1])
+        with torch.no_grad():
+            shape = _output_shape(model, last, image)
+        assert shape[-2:] == (SIDE // 2 ** (stage + 1),) * 2, f"{prefixes[-1]} ends stage {stage}"
+    every = stage_prefixes(model, backbone, (1, 2, 3, 4))
+    assert len(every) == len(set(every)) == sum(len(stage_prefixes(model, backbone, (s,))) for s in (1, 2, 3, 4))
+
+
 # ------------------------------------------------------------------------------------------------ bad requests
 
 

@@ -54,6 +54,22 @@ def fit(
             "model.",
         ),
     ] = False,
+    train_stages: Annotated[
+        str | None,
+        typer.Option(
+            "--train-stages",
+            help="Also train the convs of these stages of a --base or --pretrained backbone (e.g. 1,2,3), the rest "
+            "stays frozen; a --base part file then holds them too.",
+            show_default=False,
+        ),
+    ] = None,
+    match_weight: Annotated[
+        float,
+        typer.Option(
+            "--match-weight",
+            help="Weight of the loss that keeps each --train-stages stage's output close to the base's (0: off).",
+        ),
+    ] = 10.0,
     half: Annotated[bool, typer.Option("--half", help="Store the weights as fp16.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="Data loading processes.")] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint beside --out.")] = False,
@@ -78,9 +94,17 @@ def fit(
         ("--val-size", val_size, 1),
         ("--size", size, 32),
         ("--workers", workers, 0),
+        ("--match-weight", match_weight, 0),
     ):
         if value < low:
             raise UsageError(f"{name} must be at least {low}, got {value}")
+    if train_stages is not None and not (base or pretrained):
+        raise UsageError(
+            "--train-stages picks which stages of a --base or --pretrained backbone train; without one, all train",
+            "add --base FILE (or --pretrained), or leave --train-stages out",
+        )
+    if train_stages is not None and train_backbone:
+        raise UsageError("--train-stages and --train-backbone both say what trains", "give one of them")
     if data != "synthetic" and not Path(data).is_dir():
         raise UsageError(f"--data must be 'synthetic' or an ImageFolder directory; {data!r} is neither")
     config = FitConfig(
@@ -97,6 +121,8 @@ def fit(
         seed=seed,
         pretrained=pretrained,
         train_backbone=train_backbone,
+        train_stages=opt.parse_stages(train_stages, "--train-stages") if train_stages is not None else (),
+        match_weight=match_weight,
         base=str(base) if base else None,
         workers=workers,
         half=half,
@@ -189,6 +215,13 @@ def _command_line(block: str, out_file: Path, config: FitConfig) -> str:
     ]
     if config.base:
         parts += ["--base", config.base]
+    if config.train_stages:
+        parts += [
+            "--train-stages",
+            ",".join(map(str, config.train_stages)),
+            "--match-weight",
+            f"{config.match_weight:g}",
+        ]
     for flag, on in (
         ("--pretrained", config.pretrained),
         ("--train-backbone", config.train_backbone),

@@ -51,6 +51,15 @@ TimmAttnOpt = Annotated[
 ]
 BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help=f"Backbone: {', '.join(BACKBONES)}.")]
 StagesOpt = Annotated[str, typer.Option("--stages", help="Stages that get the block, comma-separated (1-4).")]
+DrawStagesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--stages",
+        help="Stages that get the block, comma-separated (1-4; default all four, matrix 3,4). Weights from attnviz "
+        "fit (and the demo weights) put the block where it was trained; --stages then picks which of those to draw.",
+        show_default=False,
+    ),
+]
 PretrainedOpt = Annotated[
     bool, typer.Option("--pretrained", help="Load torchvision's ImageNet weights into the backbone.")
 ]
@@ -79,15 +88,15 @@ SaveRawOpt = Annotated[
 ]
 
 
-def parse_stages(text: str) -> tuple[int, ...]:
-    """ "1,2,3" -> (1, 2, 3), with one-line errors for anything else."""
+def parse_stages(text: str, flag: str = "--stages") -> tuple[int, ...]:
+    """ "1,2,3" -> (1, 2, 3), with one-line errors (naming `flag`) for anything else."""
     try:
         stages = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise UsageError(f"--stages must be comma-separated numbers, got {text!r}", "e.g. --stages 2,3,4") from None
+        raise UsageError(f"{flag} must be comma-separated numbers, got {text!r}", f"e.g. {flag} 2,3,4") from None
     bad = [s for s in stages if s not in STAGES]
     if bad or not stages:
-        raise UsageError(f"stage {bad[0] if bad else text!r} does not exist", "stages are 1, 2, 3 and 4")
+        raise UsageError(f"{flag}: stage {bad[0] if bad else text!r} does not exist", "stages are 1, 2, 3 and 4")
     return stages
 
 

@@ -90,6 +90,19 @@ def attention_sites(model: nn.Module, backbone: str) -> Iterator[tuple[int, str,
                 yield stage, f"features.{index}.block.{j}", part, part.fc1.in_channels
 
 
+def stage_prefixes(model: nn.Module, backbone: str, stages: Sequence[int]) -> tuple[str, ...]:
+    """State-dict prefixes of the backbone modules that make up `stages` ("layer2." or "features.4." ...)."""
+    if backbone in RESNETS:
+        return tuple(f"layer{stage}." for stage in stages)
+    prefixes = []
+    stride = 1
+    for index, feature in enumerate(model.features):
+        stride *= _stride_of(feature)
+        if max(0, stride.bit_length() - 2) in stages:
+            prefixes.append(f"features.{index}.")
+    return tuple(prefixes)
+
+
 def _stride_of(module: nn.Module) -> int:
     strides = [m.stride[0] for m in module.modules() if isinstance(m, nn.Conv2d)]
     stride = 1
