@@ -61,6 +61,8 @@ class LoadedModel:
     native_size: int | None = None
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    shown: tuple[int, ...] | None = None
+    """The stages to draw when not all that hold blocks (`--stages` with weights that placed the blocks)."""
 
     @property
     def input_size(self) -> int | None:
@@ -74,8 +76,13 @@ class LoadedModel:
         return [path for path, s in self.model.attnviz_blocks.items() if s == stage]
 
     def stages(self) -> list[int]:
-        """Stages that hold attention, in order."""
-        return sorted(set(self.model.attnviz_blocks.values()))
+        """Stages that hold attention and are drawn, in order."""
+        held = sorted(set(self.model.attnviz_blocks.values()))
+        return [s for s in held if self.shown is None or s in self.shown]
+
+    def drawn_layers(self) -> list[str]:
+        """Paths of the blocks in the drawn stages."""
+        return [path for path, stage in self.model.attnviz_blocks.items() if stage in self.stages()]
 
     def stage_outputs(self) -> dict[int, nn.Module]:
         """Per stage with attention, a module whose output stands for the stage's (a CAM's target layer)."""
@@ -83,7 +90,8 @@ class LoadedModel:
 
         model = self.model
         if self.foreign is None or all(hasattr(model, f"layer{s}") for s in STAGES):
-            return {s: m for s, m in stage_outputs(model).items() if self.foreign is None or s in self.stages()}
+            outputs = stage_outputs(model).items()
+            return {s: m for s, m in outputs if (self.foreign is None and self.shown is None) or s in self.stages()}
         return {stage: model.get_submodule(path) for path, stage in model.attnviz_blocks.items()}
 
 
@@ -370,8 +378,8 @@ def analyse(
     """
     photo = image if image is not None else load_image(path)
     tensor, geometry = preprocess(photo, size=size, mode=mode, mean=loaded.mean, std=loaded.std)
-    if layers is None and loaded.foreign is not None:  # the recognised modules of the chosen stages
-        layers = list(loaded.model.attnviz_blocks)
+    if layers is None and (loaded.foreign is not None or loaded.shown is not None):  # the chosen stages' modules
+        layers = loaded.drawn_layers()
     queries = query_fractions(query_points, geometry) if query_points else None
     with torch.inference_mode(), capture(loaded.model, kinds=kinds, layers=layers, queries=queries, heads=heads) as rec:
         output = loaded.model(tensor.to(loaded.device))

@@ -54,3 +54,21 @@ def demo_weights(block: str, backbone: str) -> Path | None:
         if entry.get("block") == block and entry.get("backbone") == backbone and entry.get("kind") == "classifier":
             return data_dir("weights") / entry["file"]
     return None
+
+
+DEMO = "demo"
+"""What a user types in place of a detector file to get the shipped one."""
+
+
+def detector_path(given: Path) -> Path:
+    """`given`, or the shipped demo detector when `given` is the word "demo" (and no file of that name exists).
+
+    Raises:
+        AttnvizError: "demo" was asked for and no demo detector is installed.
+    """
+    if str(given) != DEMO or given.exists():
+        return given
+    for entry in demo_manifest():
+        if entry.get("kind") == "detector":
+            return data_dir("weights") / entry["file"]
+    raise AttnvizError("no demo detector is installed", "train one with attnviz fit-det and pass its file")

@@ -55,6 +55,25 @@ def test_show_writes_overlay_at_original_aspect(photo: Path, tmp_path: Path) -> 
         assert picture.width > picture.height  # tiles keep the photo's wide aspect
 
 
+def test_stages_narrow_what_weights_placed(photo: Path, tmp_path: Path) -> None:
+    """The demo weights put cbam in stages 1-4 and gam in 1-3; --stages picks among those, never moves the blocks."""
+    code, out, err = run("show", "cbam", str(photo), *FAST, "--stages", "2", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    layers = {m["layer"] for m in json.loads(out)["results"][0]["maps"]}
+    assert layers == {"layer2.0.attn", "layer2.1.attn"}
+    code, out, err = run("show", "cbam", str(photo), *FAST, "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    assert {m["layer"][:6] for m in json.loads(out)["results"][0]["maps"]} == {"layer1", "layer2", "layer3", "layer4"}
+    before = _files(tmp_path)
+    code, _, err = run("show", "gam", str(photo), *FAST, "--stages", "3,4", "--out", str(tmp_path))
+    assert code == 2 and "--stages 4: the weights gam_resnet18.safetensors put gam in stages 1, 2, 3 only" in err
+    code, _, err = run("channels", "gam", str(photo), *FAST, "--layer", "4", "--out", str(tmp_path))
+    assert code == 2 and "--layer 4 is not a stage with gam blocks (stages with blocks: 1, 2, 3)" in err
+    code, _, err = run("channels", "se", str(photo), *FAST, "--stages", "2,3", "--layer", "4", "--out", str(tmp_path))
+    assert code == 2 and "stages with blocks picked by --stages: 2, 3" in err
+    assert _files(tmp_path) == before  # the refused commands wrote nothing
+
+
 def test_show_batch_folder_and_json(photo: Path, tmp_path: Path) -> None:
     folder = photo.parent
     Image.open(photo).resize((60, 100)).save(folder / "tall.jpg")

@@ -84,13 +84,28 @@ def test_shipped_detector_finds_the_sample_scene_objects(tmp_path: Path) -> None
     from attnviz.cli.app import app
 
     scene = WEIGHTS.parent / "samples" / "scenes" / "detection_scene"
-    args = ["asff-weights", str(WEIGHTS / "det.pt"), str(scene.with_suffix(".png")), "--out", str(tmp_path), "--json"]
-    result = CliRunner().invoke(app, args)
+    args = ["asff-weights", "demo", str(scene.with_suffix(".png")), "--out", str(tmp_path), "--json"]
+    result = CliRunner().invoke(app, args)  # "demo" is the shipped det.pt
     assert result.exit_code == 0, result.output
-    assert len(list(tmp_path.glob("*.png"))) == 4
+    assert len(list(tmp_path.glob("*_det_*.png"))) == 4
     truth = json.loads(scene.with_suffix(".json").read_text())
     found = {d["class"] for d in json.loads(result.stdout)["detections"]}
     assert len(found & {o["shape"] for o in truth["objects"]}) >= 3
+
+
+def test_demo_without_a_shipped_detector_says_so(monkeypatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from attnviz.cli.app import app
+
+    monkeypatch.setattr("attnviz.resources.demo_manifest", lambda: [])
+    monkeypatch.chdir(tmp_path)
+    image = WEIGHTS.parent / "samples" / "scenes" / "detection_scene.png"
+    for args in (["asff-weights", "demo", str(image)], ["eval-det", "demo", "--n", "2"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code != 0 and "no demo detector is installed" in result.stderr, args
+        assert "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())
 
 
 def test_pip_install_ships_every_listed_file() -> None:

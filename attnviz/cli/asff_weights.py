@@ -31,7 +31,8 @@ def asff_weights(
     det: Annotated[
         Path,
         typer.Argument(
-            help="Detector file: det.pt from `attnviz fit-det`, or a pickled model (needs --trust).",
+            help="Detector file: det.pt from `attnviz fit-det`, a pickled model (needs --trust), or 'demo' for the "
+            "shipped demo detector.",
             show_default=False,
         ),
     ],
@@ -67,6 +68,7 @@ def asff_weights(
     from attnviz.models.foreign import file_slug
     from attnviz.pipeline import resolve_device
     from attnviz.render.save import save
+    from attnviz.resources import detector_path
 
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     opt.check_out_dir(out_dir)
@@ -74,6 +76,7 @@ def asff_weights(
         raise UsageError("--score must be in 0..1 and --iou in (0, 1]", f"got --score {score} --iou {iou}")
     if max_detections < 1:
         raise UsageError(f"--max-detections must be at least 1, got {max_detections}")
+    det = detector_path(det)
     if not det.exists():
         raise UsageError(f"detector file not found: {det}", "check the path, or train one with attnviz fit-det")
     photo = load_image(image)  # a bad image fails before the detector is read

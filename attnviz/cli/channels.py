@@ -28,7 +28,7 @@ def channels(
     order: Annotated[str, typer.Option("--order", help="Bars sorted by weight or in channel order.")] = "sorted",
     top_k: Annotated[int, typer.Option("--top-k", help="Mark the k strongest channels with their indices.")] = 10,
     backbone: opt.BackboneOpt = "resnet18",
-    stages: opt.StagesOpt = "1,2,3,4",
+    stages: opt.DrawStagesOpt = None,
     pretrained: opt.PretrainedOpt = False,
     weights: opt.WeightsOpt = None,
     trust: opt.TrustOpt = False,
@@ -64,12 +64,8 @@ def channels(
         raise UsageError(f"unknown --order {order!r}", "choose sorted or channel")
     if top_k < 0:
         raise UsageError(f"--top-k must be 0 or more, got {top_k}")
-    chosen_stages = opt.parse_stages(stages)
-    if model is None and layer is not None and layer not in chosen_stages:
-        raise UsageError(
-            f"--layer {layer} is not a stage with {block} blocks",
-            f"stages with blocks: {', '.join(map(str, chosen_stages))} (set them with --stages)",
-        )
+    if stages is not None:
+        opt.parse_stages(stages)  # a malformed --stages fails before anything is read
     path = images[0] if images else default_sample()
     photo = load_image(path)
     loaded = opt.load(

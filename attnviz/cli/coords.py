@@ -24,7 +24,7 @@ def coords(
         bool, typer.Option("--every-block", help="Draw every block, not only the last block of each stage.")
     ] = False,
     backbone: opt.BackboneOpt = "resnet18",
-    stages: opt.StagesOpt = "1,2,3,4",
+    stages: opt.DrawStagesOpt = None,
     pretrained: opt.PretrainedOpt = False,
     weights: opt.WeightsOpt = None,
     trust: opt.TrustOpt = False,

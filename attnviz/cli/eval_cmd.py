@@ -30,6 +30,14 @@ def evaluate(
     cam: Annotated[str, typer.Option("--cam", help="grad-cam method to compare with ('none' to skip).")] = "gradcam",
     tolerance: Annotated[int, typer.Option("--tolerance", help="Pointing-game tolerance in pixels.")] = 4,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 50,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size",
+            help="Side of the held-out scenes in pixels (default: the weights' training size).",
+            show_default=False,
+        ),
+    ] = None,
     trust: opt.TrustOpt = False,
     as_json: opt.JsonOpt = False,
 ) -> None:
@@ -44,12 +52,15 @@ def evaluate(
         raise UsageError(f"--n must be at least 2, got {n}")
     if tolerance < 0 or batch_size < 1:
         raise UsageError("--tolerance must be 0 or more and --batch-size at least 1")
+    if size is not None and not 32 <= size <= 1024:
+        raise UsageError(f"--size must be between 32 and 1024 pixels, got {size}")
     method = None if cam == "none" else check_cam(cam)
     if block == "all":
         if weights is not None:
             raise UsageError("`attnviz eval all` scores the shipped demo weights; drop --weights")
         results = [
-            _evaluate_one(name, None, n, method, tolerance, batch_size, trust, quiet=as_json) for name in _demo_blocks()
+            _evaluate_one(name, None, n, method, tolerance, batch_size, trust, size=size, quiet=as_json)
+            for name in _demo_blocks()
         ]
         if as_json:
             out.print_json(json.dumps(results))
@@ -57,7 +68,7 @@ def evaluate(
             _print_summary(results, n)
         return
     opt.check_block_kinds(block, ("channel", "spatial", "coordinate", "matrix", "selection"), "eval")
-    payload = _evaluate_one(block, weights, n, method, tolerance, batch_size, trust, quiet=as_json)
+    payload = _evaluate_one(block, weights, n, method, tolerance, batch_size, trust, size=size, quiet=as_json)
     if as_json:
         out.print_json(json.dumps(payload))
     else:
@@ -82,6 +93,7 @@ def _evaluate_one(
     batch_size: int,
     trust: bool,
     *,
+    size: int | None,
     quiet: bool,
 ) -> dict[str, object]:
     from torch.utils.data import DataLoader
@@ -105,7 +117,7 @@ def _evaluate_one(
             f"eval needs weights trained on attnviz's scenes for {block} (a .safetensors with its .json sidecar)",
             f"train some with: attnviz fit {block} --out {block}.safetensors",
         )
-    dataset = SceneDataset("test", n, info.input_size, augment=False)
+    dataset = SceneDataset("test", n, size or info.input_size, augment=False)
     with progress(not quiet) as bar:
         task = bar.add_task(f"eval {block}", total=n)
         result = run_eval(
@@ -116,7 +128,13 @@ def _evaluate_one(
             cam=method,
             on_batch=lambda k: bar.advance(task, k),
         )
-    return {"block": block, "weights": str(info.path), **result.to_dict(), "best": result.best_stage()}
+    return {
+        "block": block,
+        "weights": str(info.path),
+        "size": size or info.input_size,
+        **result.to_dict(),
+        "best": result.best_stage(),
+    }
 
 
 def _print_summary(results: list[dict[str, Any]], n: int) -> None:

@@ -22,7 +22,13 @@ def _fmt(value: float | None) -> str:
 
 @guarded
 def eval_det(
-    det: Annotated[Path, typer.Argument(help="Detector file written by `attnviz fit-det`.", show_default=False)],
+    det: Annotated[
+        Path,
+        typer.Argument(
+            help="Detector file written by `attnviz fit-det`, or 'demo' for the shipped demo detector.",
+            show_default=False,
+        ),
+    ],
     n: Annotated[int, typer.Option("--n", help="Held-out scenes to score.")] = 200,
     score: Annotated[float, typer.Option("--score", help="Lowest detection score counted for the mAP.")] = 0.01,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Scenes per forward pass.")] = 16,
@@ -44,12 +50,14 @@ def eval_det(
     from attnviz.evaluate_det import evaluate_detector
     from attnviz.models.detector import detector_from_checkpoint, load_detector_file
     from attnviz.pipeline import resolve_device
+    from attnviz.resources import detector_path
 
     if n < 1 or batch_size < 1 or max_objects < 1:
         raise UsageError("--n, --batch-size and --max-objects must be at least 1")
     if not 0.0 <= score <= 1.0:
         raise UsageError(f"--score must be in 0..1, got {score}")
     hint = "eval-det scores detectors written by attnviz fit-det, on its scenes"
+    det = detector_path(det)
     try:
         contents, not_detector = load_detector_file(det)
     except UntrustedCheckpointError:

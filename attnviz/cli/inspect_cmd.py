@@ -22,7 +22,7 @@ def inspect(
     model_spec: opt.ModelOpt = None,
     timm_attn: opt.TimmAttnOpt = None,
     backbone: opt.BackboneOpt = "resnet18",
-    stages: opt.StagesOpt = "1,2,3,4",
+    stages: opt.DrawStagesOpt = None,
     size: opt.SizeOpt = 224,
     height: Annotated[
         int | None, typer.Option("--height", help="Input height, for non-square inputs (default: --size).")
@@ -67,6 +67,8 @@ def inspect(
     rows = []
     by_layer = rec.by_layer()
     for path, stage in model.attnviz_blocks.items():
+        if stage not in loaded.stages():  # --stages narrowed what is listed
+            continue
         maps = by_layer.get(path, [])
         rows.append(
             {

@@ -32,7 +32,7 @@ def matrix(
         bool, typer.Option("--every-block", help="Draw every block, not only the last block of each stage.")
     ] = False,
     backbone: opt.BackboneOpt = "resnet18",
-    stages: opt.StagesOpt = "3,4",
+    stages: opt.DrawStagesOpt = None,
     pretrained: opt.PretrainedOpt = False,
     weights: opt.WeightsOpt = None,
     trust: opt.TrustOpt = False,
@@ -73,6 +73,7 @@ def matrix(
         block,
         backbone=backbone,
         stages=stages,
+        default_stages="3,4",
         pretrained=pretrained,
         weights=weights,
         trust=trust,

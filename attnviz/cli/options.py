@@ -217,7 +217,7 @@ def load(
     block: str | None,
     *,
     backbone: str,
-    stages: str,
+    stages: str | None,
     pretrained: bool,
     weights: Path | None,
     trust: bool,
@@ -229,15 +229,22 @@ def load(
     kinds: tuple[str, ...] = (),
     command: str = "",
     layer: int | None = None,
+    default_stages: str = "1,2,3,4",
 ) -> LoadedModel:
     """Build the model the options describe and say, in one line on stderr, where its weights came from.
 
     With `model` (--model) the model is torchvision's, timm's or a file's, with taps on its own attention modules;
     `size` is then the input side of the dummy forward that finds their stages, and the model is refused (before
     anything is printed) when its recognised attention has none of `kinds`, or no module in stage `layer`.
+
+    `stages` None means `default_stages`; when weights place the block themselves (an attnviz weights file or the
+    demo weights), stages the user names must be among theirs and only those are drawn.
     """
     from attnviz.cli.common import err
     from attnviz.pipeline import load_foreign, load_model
+
+    explicit = stages is not None
+    stages = stages if stages is not None else default_stages
 
     if model is not None:
         loaded = load_foreign(
@@ -272,10 +279,32 @@ def load(
             trust=trust,
             device=device,
         )
+        _pick_stages(loaded, block, parse_stages(stages) if explicit else None, layer)
     if not quiet:
         style = "dim" if loaded.trained else "yellow"
         err.print(f"[{style}]model: {escape(loaded.source)}[/]")
     return loaded
+
+
+def _pick_stages(loaded: LoadedModel, block: str, asked: tuple[int, ...] | None, layer: int | None) -> None:
+    """Narrow what is drawn to the stages asked for, which must hold blocks; check `layer` (--layer) the same way."""
+    have = loaded.stages()
+    listed = ", ".join(map(str, have))
+    if asked is not None and loaded.weights_info is not None:
+        missing = [s for s in asked if s not in have]
+        if missing:
+            raise UsageError(
+                f"--stages {missing[0]}: the weights {loaded.weights_info.path.name} put {block} in stages {listed}"
+                " only",
+                f"pick from {listed}, or leave --stages out to draw them all",
+            )
+        loaded.shown = tuple(asked)
+    if layer is not None and layer not in loaded.stages():
+        raise UsageError(
+            f"--layer {layer} is not a stage with {block} blocks",
+            f"stages with blocks{' picked by --stages' if loaded.shown else ''}: {', '.join(map(str, loaded.stages()))}"
+            + ("" if loaded.weights_info else " (set them with --stages)"),
+        )
 
 
 def input_size(size: int | None, loaded: LoadedModel) -> int:

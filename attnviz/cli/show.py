@@ -26,7 +26,7 @@ def show(
     model: opt.ModelOpt = None,
     timm_attn: opt.TimmAttnOpt = None,
     backbone: opt.BackboneOpt = "resnet18",
-    stages: opt.StagesOpt = "1,2,3,4",
+    stages: opt.DrawStagesOpt = None,
     every_block: Annotated[
         bool, typer.Option("--every-block", help="Draw every block, not only the last block of each stage.")
     ] = False,
