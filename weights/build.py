@@ -43,22 +43,8 @@ BLOCK_STAGES = {"gam": "1,2,3", "soca": "1,2,3", "danet": "3,4", "mhsa": "3,4", 
 DET = "det.pt"
 # The shipped det.pt ran its first 9 epochs with "--epochs 18" and was then resumed with "--epochs 13" (the rest
 # of the one-cycle schedule compressed) to fit the CPU time of the session; this list is the run as resumed.
-DET_RUN = [
-    "--size",
-    "192",
-    "--epochs",
-    "13",
-    "--train-size",
-    "3000",
-    "--val-size",
-    "200",
-    "--batch-size",
-    "16",
-    "--lr",
-    "2e-3",
-    "--workers",
-    "1",
-]
+DET_RUN = ["--size", "192", "--epochs", "13", "--train-size", "3000", "--val-size", "200", "--batch-size", "16",
+           "--lr", "2e-3", "--workers", "1"]
 EVAL_N = 300
 DET_EVAL_N = 200
 
@@ -81,78 +67,28 @@ def build_base() -> None:
     WORK.mkdir(exist_ok=True)
     target = WORK / BASE
     resume = ["--resume"] if target.with_suffix(".ckpt").exists() else []
-    attnviz(
-        "fit",
-        "none",
-        "--out",
-        str(target),
-        "--size",
-        str(SIZE),
-        "--batch-size",
-        str(BATCH),
-        "--half",
-        "--device",
-        "cpu",
-        *BASE_RUN,
-        *resume,
-    )
+    attnviz("fit", "none", "--out", str(target), "--size", str(SIZE), "--batch-size", str(BATCH), "--half",
+            "--device", "cpu", *BASE_RUN, *resume)
     _ship(target)
 
 
 def build_block(block: str) -> None:
     target = WORK / f"{block}_resnet18.safetensors"
-    run = (
-        RETRAIN_RUN
-        if block in RETRAIN
-        else [
-            "--epochs",
-            str(BLOCK_EPOCHS.get(block, DEFAULT_EPOCHS)),
-            "--stages",
-            BLOCK_STAGES.get(block, "1,2,3,4"),
-            "--lr",
-            "3e-3",
-        ]
-    )
+    run = RETRAIN_RUN if block in RETRAIN else [
+        "--epochs", str(BLOCK_EPOCHS.get(block, DEFAULT_EPOCHS)), "--stages", BLOCK_STAGES.get(block, "1,2,3,4"),
+        "--lr", "3e-3"]
     unfinished = target.with_suffix(".ckpt").exists() and not target.exists()  # a finished run wrote its weights
     resume = ["--resume"] if unfinished else []
-    attnviz(
-        "fit",
-        block,
-        "--out",
-        str(target),
-        "--base",
-        str(HERE / BASE),
-        "--size",
-        str(SIZE),
-        "--batch-size",
-        str(BATCH),
-        "--half",
-        "--device",
-        "cpu",
-        *BLOCK_RUN,
-        *run,
-        *resume,
-    )
+    attnviz("fit", block, "--out", str(target), "--base", str(HERE / BASE), "--size", str(SIZE),
+            "--batch-size", str(BATCH), "--half", "--device", "cpu", *BLOCK_RUN, *run, *resume)
     _ship(target)
 
 
 def build_det() -> None:
     target = WORK / DET
     resume = ["--resume"] if target.with_suffix(".ckpt").exists() else []
-    attnviz(
-        "fit-det",
-        "--out",
-        str(target),
-        "--backbone",
-        "resnet18",
-        "--base",
-        str(HERE / BASE),
-        "--half",
-        "--device",
-        "cpu",
-        *DET_RUN,
-        *resume,
-    )
+    attnviz("fit-det", "--out", str(target), "--backbone", "resnet18", "--base", str(HERE / BASE), "--half",
+            "--device", "cpu", *DET_RUN, *resume)
     shutil.copyfile(target, HERE / DET)
 
 
@@ -187,17 +123,12 @@ def build_manifest(evaluate: bool) -> None:
         kept = old.get(weights.name, {})
         entry["eval"] = kept.get("eval") if kept.get("sha256") == entry["sha256"] else None
         if evaluate and entry["kind"] == "classifier" and entry["eval"] is None:
-            result = json.loads(
-                attnviz("eval", sidecar["block"], "--weights", str(weights), "--n", str(EVAL_N), "--json").stdout
-            )
+            result = json.loads(attnviz("eval", sidecar["block"], "--weights", str(weights), "--n", str(EVAL_N),
+                                        "--json").stdout)
             entry["eval"] = {
                 "command": f"attnviz eval {sidecar['block']} --n {EVAL_N}",
-                "accuracy": result["accuracy"],
-                "best": result["best"],
-                "gradcam": result["gradcam"],
-                "random": result["random"],
-                "maps": result["maps"],
-                "channel": result["channel"],
+                "accuracy": result["accuracy"], "best": result["best"], "gradcam": result["gradcam"],
+                "random": result["random"], "maps": result["maps"], "channel": result["channel"],
             }
         entries.append(entry)
     if (HERE / DET).is_file():
@@ -255,13 +186,8 @@ def print_tables() -> None:
         if not ev["channel"]:
             continue
         name, top = max(ev["channel"].items(), key=lambda item: item[1]["probe_accuracy"])
-        row = [
-            e["block"],
-            f"{ev['accuracy']:.3f}",
-            f"`{name}`",
-            f"{top['probe_accuracy']:.2f} (stage {top['stage']})",
-            f"{top['chance']:.2f}",
-        ]
+        row = [e["block"], f"{ev['accuracy']:.3f}", f"`{name}`", f"{top['probe_accuracy']:.2f} (stage {top['stage']})",
+               f"{top['chance']:.2f}"]
         print("| " + " | ".join(row) + " |")
 
 
