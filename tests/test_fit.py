@@ -205,6 +205,10 @@ def test_fit_rejects_bad_values(tmp_path: Path) -> None:
     assert code == 2 and "--train-stages: stage 5 does not exist" in err
     code, _, err = run("fit", "sk", *base, "--train-stages", "2", "--match-weight", "-1", *TINY)
     assert code == 2 and "--match-weight must be at least 0" in err
+    code, _, err = run("fit", "sk", *base, "--train-stages", "2", "--match-weight", "nan", *TINY)
+    assert code == 2 and "--match-weight must be at least 0, got nan" in err
+    code, _, err = run("fit", "se", "--lr", "0", *TINY)
+    assert code == 2 and "--lr must be a positive number" in err
     assert not list(tmp_path.iterdir())  # nothing written by any of them
 
 

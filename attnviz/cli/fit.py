@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -96,8 +97,10 @@ def fit(
         ("--workers", workers, 0),
         ("--match-weight", match_weight, 0),
     ):
-        if value < low:
+        if value < low or not math.isfinite(value):
             raise UsageError(f"{name} must be at least {low}, got {value}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise UsageError(f"--lr must be a positive number, got {lr}")
     if train_stages is not None and not (base or pretrained):
         raise UsageError(
             "--train-stages picks which stages of a --base or --pretrained backbone train; without one, all train",
