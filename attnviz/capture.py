@@ -182,6 +182,7 @@ class _Recorder:
                 queries=kept_queries,
                 heads=kept_heads,
                 block=block,
+                branches=getattr(tap, "branches", ()),
             )
         )
 

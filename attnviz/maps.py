@@ -32,6 +32,7 @@ class AttentionMap:
         queries: For grid matrices captured with query points: the token index each kept query row came from.
         heads: For matrices captured with a head selection: the original index of each kept head.
         block: Registry name (or foreign class name) of the block the tap belongs to.
+        branches: For maps with a "branch" axis, what each branch is when the block says (else empty).
     """
 
     layer: str
@@ -49,6 +50,7 @@ class AttentionMap:
     heads: list[int] | None = None
     block: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    branches: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:

@@ -107,6 +107,19 @@ def test_channels_draws_sk_selection(photo: Path, tmp_path: Path) -> None:
     assert code == 0, err
     maps = json.loads(out)["maps"]
     assert all(abs(sum(m["branch_means"]) - 1) < 1e-4 for m in maps)
+    assert all(m["branches"] == ["3x3", "5x5 (dilated 3x3)"] for m in maps)  # the legend says what each branch is
+
+
+def test_branch_names_need_a_branch_axis() -> None:
+    from attnviz.blocks.base import Tap
+    from attnviz.blocks.s2mlp import SpatialShiftAttention
+    from attnviz.blocks.sk import SelectiveKernel
+
+    with pytest.raises(ValueError, match="without a 'branch' axis"):
+        Tap("channel", ("batch", "channel"), branches=("a", "b"))
+    assert SelectiveKernel(32, kernels=(3, 5, 7)).tap.branches == ("3x3", "5x5 (dilated 3x3)", "7x7 (dilated 3x3)")
+    assert SelectiveKernel(32, kernels=iter((3, 5))).tap.branches == ("3x3", "5x5 (dilated 3x3)")
+    assert len(SpatialShiftAttention(32).tap.branches) == SpatialShiftAttention.num_branches
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])

@@ -40,6 +40,7 @@ class Tap(nn.Module):
         over: The axes a `softmax`/`sum_to_one` tensor sums to 1 over.
         tokens: For `matrix` taps, what the query/key tokens are (one of `TOKENS`).
         label: Short name of this tap inside its block (e.g. "channel", "cw"); defaults to the kind.
+        branches: For taps with a "branch" axis, what each branch is (e.g. ("3x3", "5x5")), for legends.
 
     The forward pass returns its input unchanged. A matrix tap over grid tokens is called as
     `tap(attention, grid=(h, w))` so capture can map query rows back to pixels.
@@ -54,15 +55,19 @@ class Tap(nn.Module):
         over: tuple[str, ...] = (),
         tokens: str | None = None,
         label: str | None = None,
+        branches: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         _check_tap_spec(kind, axes, norm, over, tokens)
+        if branches and "branch" not in axes:
+            raise ValueError(f"branch names {branches} given for a tap without a 'branch' axis: {axes}")
         self.kind = kind
         self.axes = tuple(axes)
         self.norm = norm
         self.over = tuple(over)
         self.tokens = tokens
         self.label = label or kind
+        self.branches = tuple(branches)
 
     def forward(self, attention: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         if attention.dim() != len(self.axes):

@@ -64,7 +64,13 @@ class SpatialShiftAttention(AttentionBlock):
             nn.Linear(hidden, channels * self.num_branches, bias=False),
         )
         self.project_out = nn.Conv2d(channels, channels, 1)
-        self.tap = Tap("selection", ("batch", "branch", "channel"), norm="softmax", over=("branch",))
+        self.tap = Tap(
+            "selection",
+            ("batch", "branch", "channel"),
+            norm="softmax",
+            over=("branch",),
+            branches=("shift 1", "shift 2", "no shift"),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first, second, plain = self.project_in(x).chunk(self.num_branches, dim=1)

@@ -59,6 +59,7 @@ class SelectiveKernel(AttentionBlock):
         min_dim: int = 32,
     ) -> None:
         super().__init__()
+        kernels = list(kernels)
         dilations = branch_dilations(kernels)
         if groups < 1:
             raise BlockConfigError(f"SK's groups must be at least 1, got {groups}")
@@ -72,7 +73,8 @@ class SelectiveKernel(AttentionBlock):
         self.fuse_norm = nn.LayerNorm(fuse_dim)
         self.act = nn.ReLU(inplace=True)
         self.select = nn.Linear(fuse_dim, channels * len(dilations), bias=False)
-        self.tap = Tap("selection", ("batch", "branch", "channel"), norm="softmax", over=("branch",))
+        names = tuple(f"{k}x{k}" + (" (dilated 3x3)" if d > 1 else "") for k, d in zip(kernels, dilations, strict=True))
+        self.tap = Tap("selection", ("batch", "branch", "channel"), norm="softmax", over=("branch",), branches=names)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branches = torch.stack([branch(x) for branch in self.branches], dim=1)  # (B, K, C, H, W)
