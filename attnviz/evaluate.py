@@ -9,8 +9,9 @@ the object's centre), drawn at the image's resolution:
 The same numbers are computed for Grad-CAM on the same model at the same stage, and for a uniform random map.
 Why pixel level: at a coarse stage a one-cell tolerance makes even a random map hit 50-90% of the time.
 
-For channel maps: how class-specific the weights are: a linear probe trained on half of the images predicts the
-class from the weight vector on the other half (chance = 1 / number of classes).
+For channel maps (and selection maps, SK's and S2-MLPv2's per-branch weights of each channel, read as one vector):
+how class-specific the weights are: a linear probe trained on half of the images predicts the class from the weight
+vector on the other half (chance = 1 / number of classes).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from attnviz.capture import capture
-from attnviz.maps import AttentionMap, channel_vector, coordinate_outer, plane, query_plane
+from attnviz.maps import AttentionMap, channel_vector, coordinate_outer, plane, query_plane, selection_weights
 from attnviz.models.backbones import stage_outputs
 
 SPATIAL = ("spatial", "coordinate", "matrix")
@@ -217,7 +218,7 @@ def evaluate(
     cams = _cam_runners(model, cam)
     model.eval()
     for images, labels, masks in batches:
-        with torch.no_grad(), capture(model, kinds=("spatial", "coordinate", "matrix", "channel")) as rec:
+        with torch.no_grad(), capture(model, kinds=(*SPATIAL, "channel", "selection")) as rec:
             logits = model(images)
         predicted = logits.argmax(1)
         correct += int((predicted == labels).sum())
@@ -225,6 +226,8 @@ def evaluate(
         labels_seen.append(labels.numpy())
         for m in rec.of_kind("channel"):
             vectors.setdefault(m.name, []).append(channel_vector(m))
+        for m in rec.of_kind("selection"):
+            vectors.setdefault(m.name, []).append(selection_weights(m).reshape(labels.shape[0], -1))
         cam_maps = {stage: runner(images, predicted) for stage, runner in cams.items()}
         spatial_maps = [m for m in rec if m.kind in SPATIAL]
         for i in range(labels.shape[0]):

@@ -279,3 +279,18 @@ def test_maps_of_taps_inside_a_submodule_know_their_stage() -> None:
     assert _stage_of(model, "layer3.0.attn.attention:matrix") == 3
     assert _stage_of(model, "layer4.1.attn:channel") == 4
     assert _stage_of(model, "layer30.0.attn:channel") is None
+
+
+def test_eval_probes_selection_weights_like_channel_weights() -> None:
+    from torch.utils.data import DataLoader
+
+    from attnviz.data.datasets import SceneDataset
+    from attnviz.evaluate import evaluate
+    from attnviz.models.backbones import build_model
+
+    model = build_model("resnet18", "sk", stages=(3,), num_classes=10)
+    batches = DataLoader(SceneDataset("test", 8, 64, augment=False), batch_size=4)
+    result = evaluate(model, batches, classes=10, cam=None)
+    assert set(result.channel) == {"layer3.0.attn:selection", "layer3.1.attn:selection"}
+    assert all(c["stage"] == 3 and 0 <= c["probe_accuracy"] <= 1 for c in result.channel.values())
+    assert not result.maps  # SK has no map with a place
