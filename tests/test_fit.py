@@ -230,6 +230,9 @@ def test_train_stages_part_holds_those_stages(tmp_path: Path) -> None:
     own = load_model("sk", weights=part, device="cpu").model.state_dict()
     assert torch.equal(own["layer2.0.conv1.weight"], keys["layer2.0.conv1.weight"])
     assert torch.equal(own["layer3.0.conv1.weight"], base_state["layer3.0.conv1.weight"])
+    code, stdout, err = run("eval", "sk", "--weights", str(part), "--n", "4", "--cam", "none", "--json")
+    assert code == 0, err  # eval scores the blocks where the weights put them (stage 2 only here)
+    assert set(json.loads(stdout)["channel"]) == {"layer2.0.attn:selection", "layer2.1.attn:selection"}
 
 
 def test_stage_matcher_pulls_the_stage_towards_the_base() -> None:

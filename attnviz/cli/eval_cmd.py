@@ -104,7 +104,7 @@ def _evaluate_one(
     loaded = opt.load(
         block,
         backbone="resnet18",
-        stages="1,2,3,4",
+        stages=None,  # where the weights put the blocks
         pretrained=False,
         weights=weights,
         trust=trust,
