@@ -2,6 +2,7 @@
 
     python weights/build.py base            # the shared resnet18 backbone, trained on scenes
     python weights/build.py blocks cbam se  # blocks, head and batch norms on the base, one file per block
+    python weights/build.py base --backbone mobilenet_v2    # the same for another backbone
     python weights/build.py det             # the ASFF detector det.pt, its backbone started from the base
     python weights/build.py manifest        # sha256, metrics and commands of every file into MANIFEST.json
     python weights/build.py table           # the README's eval tables, from MANIFEST.json
@@ -25,7 +26,10 @@ HERE = Path(__file__).resolve().parent
 WORK = Path.home() / "attnviz-train"
 BASE = "resnet18_scenes.safetensors"
 SIZE, BATCH = 96, 64
-BASE_RUN = ["--epochs", "60", "--train-size", "6000", "--val-size", "1000", "--lr", "2e-3"]
+BASE_RUNS = {
+    "resnet18": ["--epochs", "60", "--train-size", "6000", "--val-size", "1000", "--lr", "2e-3"],
+    "mobilenet_v2": ["--epochs", "30", "--train-size", "4000", "--val-size", "1000", "--lr", "2e-3"],
+}
 BLOCK_RUN = ["--train-size", "2000", "--val-size", "1000"]
 BLOCK_EPOCHS = {"coord": 8}  # after 3 epochs coord was at 92% accuracy and pointing 0.71, still improving
 DEFAULT_EPOCHS = 3
@@ -64,23 +68,28 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_base() -> None:
+def base_name(backbone: str) -> str:
+    return f"{backbone}_scenes.safetensors"
+
+
+def build_base(backbone: str) -> None:
     WORK.mkdir(exist_ok=True)
-    target = WORK / BASE
+    target = WORK / base_name(backbone)
     resume = ["--resume"] if target.with_suffix(".ckpt").exists() else []
-    attnviz("fit", "none", "--out", str(target), "--size", str(SIZE), "--batch-size", str(BATCH), "--half",
-            "--device", "cpu", *BASE_RUN, *resume)
+    attnviz("fit", "none", "--backbone", backbone, "--out", str(target), "--size", str(SIZE), "--batch-size",
+            str(BATCH), "--half", "--device", "cpu", *BASE_RUNS[backbone], *resume)
     _ship(target)
 
 
-def build_block(block: str) -> None:
-    target = WORK / f"{block}_resnet18.safetensors"
+def build_block(block: str, backbone: str) -> None:
+    target = WORK / f"{block}_{backbone}.safetensors"
     run = [*RETRAIN_RUN, "--epochs", str(RETRAIN_EPOCHS.get(block, 6))] if block in RETRAIN else [
         "--epochs", str(BLOCK_EPOCHS.get(block, DEFAULT_EPOCHS)), "--stages", BLOCK_STAGES.get(block, "1,2,3,4"),
         "--lr", "3e-3"]
     unfinished = target.with_suffix(".ckpt").exists() and not target.exists()  # a finished run wrote its weights
     resume = ["--resume"] if unfinished else []
-    attnviz("fit", block, "--out", str(target), "--base", str(HERE / BASE), "--size", str(SIZE),
+    attnviz("fit", block, "--backbone", backbone, "--out", str(target), "--base", str(HERE / base_name(backbone)),
+            "--size", str(SIZE),
             "--batch-size", str(BATCH), "--half", "--device", "cpu", *BLOCK_RUN, *run, *resume)
     _ship(target)
 
@@ -165,9 +174,10 @@ def _det_entry(path: Path, kept: dict, evaluate: bool) -> dict:
 
 
 def print_tables() -> None:
-    """Markdown tables of the MANIFEST's eval numbers: the maps' best stage, then the channel probes."""
+    """Markdown tables of the MANIFEST's eval numbers for resnet18: the maps' best stage, then the channel probes;
+    then one short table for the other backbones."""
     entries = json.loads((HERE / "MANIFEST.json").read_text())["files"]
-    scored = [e for e in entries if e["kind"] == "classifier" and e.get("eval")]
+    scored = [e for e in entries if e["kind"] == "classifier" and e.get("eval") and e["backbone"] == "resnet18"]
     print("| block | accuracy | best map | stage | pointing | Grad-CAM | random | AUROC | Grad-CAM | random |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for e in scored:
@@ -190,6 +200,19 @@ def print_tables() -> None:
         row = [e["block"], f"{ev['accuracy']:.3f}", f"`{name}`", f"{top['probe_accuracy']:.2f} (stage {top['stage']})",
                f"{top['chance']:.2f}"]
         print("| " + " | ".join(row) + " |")
+    others = [e for e in entries if e["kind"] == "classifier" and e.get("eval") and e["backbone"] != "resnet18"]
+    if others:
+        print()
+        print("| backbone | block | accuracy | best map | stage | pointing | random | AUROC | best channel probe |")
+        print("|---|---|---|---|---|---|---|---|---|")
+    for e in others:
+        ev, best = e["eval"], e["eval"]["best"] or {}
+        probe = max(ev["channel"].values(), key=lambda c: c["probe_accuracy"], default=None)
+        row = [e["backbone"], e["block"], f"{ev['accuracy']:.3f}", f"`{best['map']}`" if best else "-",
+               str(best.get("stage", "-")), f"{best['pointing']:.2f}" if best else "-", f"{ev['random']['pointing']:.2f}",
+               f"{best['auroc']:.2f}" if best else "-",
+               f"{probe['probe_accuracy']:.2f} (stage {probe['stage']})" if probe else "-"]
+        print("| " + " | ".join(row) + " |")
 
 
 def main() -> None:
@@ -197,16 +220,17 @@ def main() -> None:
     parser.add_argument("what", choices=["base", "blocks", "det", "manifest", "table"])
     parser.add_argument("blocks", nargs="*")
     parser.add_argument("--no-eval", action="store_true", help="manifest: keep the eval numbers already there")
+    parser.add_argument("--backbone", default="resnet18", choices=sorted(BASE_RUNS), help="base, blocks: which one")
     args = parser.parse_args()
     if args.what == "base":
-        build_base()
+        build_base(args.backbone)
     elif args.what == "table":
         print_tables()
     elif args.what == "det":
         build_det()
     elif args.what == "blocks":
         for block in args.blocks:
-            build_block(block)
+            build_block(block, args.backbone)
     else:
         build_manifest(evaluate=not args.no_eval)
 
