@@ -131,3 +131,33 @@ def test_eval_all_summarises_the_demo_blocks(monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     assert "where each block localises best" in result.stdout
     assert "cbam" in result.stdout and "layer" in result.stdout and "se" in result.stdout
+
+
+def test_eval_tables_fit_80_columns(monkeypatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    import attnviz.cli.eval_cmd as eval_cmd
+
+    long_name = "layer3.0.attn.attention:matrix@centre"
+    scores = {"stage": 3, "pointing": 0.5, "auroc": 0.6, "energy": 1.2}
+    result = {
+        "block": "eca_mhsa",
+        "accuracy": 0.98,
+        "images": 10,
+        "maps": {long_name: scores, "layer4.1.attn.attention:matrix@centre": {**scores, "stage": 4}},
+        "gradcam": {"3": {"pointing": 0.7, "auroc": 0.9}},
+        "random": {"pointing": 0.14, "auroc": 0.5},
+        "channel": {"layer3.0.attn:channel": {"stage": 3, "probe_accuracy": 0.9, "chance": 0.1}},
+        "best": {"map": long_name, **scores},
+    }
+    plain = {**result, "block": "criss_cross", "maps": {}, "best": None}
+    buffer = io.StringIO()
+    monkeypatch.setattr(eval_cmd, "out", Console(width=80, file=buffer, color_system=None))
+    eval_cmd._print_summary([result, plain], 10)
+    eval_cmd._print_tables("eca_mhsa", result)
+    text = buffer.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert text.count("layer3.0.attn.attention") >= 2 and "criss_cross" in text  # names fold, never vanish
+    assert "a uniform random map scores point 0.14, AUROC 0.50" in text
