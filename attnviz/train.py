@@ -162,15 +162,18 @@ def make_model(config: FitConfig, classes: list[str]) -> tuple[nn.Module, list[s
         frozen = True
     if frozen:
         norms = _norm_keys(model) if config.base else set()
+        trained = _trained_keys(model, config)
         for name, param in model.named_parameters():
-            param.requires_grad = _is_trained_key(model, name, config) or name in norms
+            param.requires_grad = name in trained or name in norms
     return model, [name for name, p in model.named_parameters() if not p.requires_grad]
 
 
-def _is_trained_key(model: nn.Module, key: str, config: FitConfig) -> bool:
-    """Whether `key` trains on a frozen base: the blocks, the head and the convs of `config.train_stages`."""
+def _trained_keys(model: nn.Module, config: FitConfig) -> set[str]:
+    """State-dict keys that train on a frozen base: the blocks, the head and the stages in `config.train_stages`."""
     prefixes = stage_prefixes(model, config.backbone, config.train_stages)
-    return _is_block_key(model, key) or _is_head_key(key) or key.startswith(prefixes)
+    return {
+        key for key in model.state_dict() if _is_block_key(model, key) or _is_head_key(key) or key.startswith(prefixes)
+    }
 
 
 def _is_block_key(model: nn.Module, key: str) -> bool:
@@ -480,7 +483,8 @@ def _write_weights(
     part = config.base and not config.train_backbone
     if part:  # only what differs from the base: the blocks, the head, the batch norms and the trained stages
         norms = _norm_keys(model)
-        state = {k: v for k, v in state.items() if _is_trained_key(model, k, config) or k in norms}
+        keep = _trained_keys(model, config) | norms
+        state = {k: v for k, v in state.items() if k in keep}
     dtype = torch.float16 if config.half else None
     tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous() for k, v in state.items()}
     payload = save_bytes(tensors)
