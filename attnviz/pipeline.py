@@ -90,8 +90,7 @@ class LoadedModel:
 
         model = self.model
         if self.foreign is None or all(hasattr(model, f"layer{s}") for s in STAGES):
-            outputs = stage_outputs(model).items()
-            return {s: m for s, m in outputs if (self.foreign is None and self.shown is None) or s in self.stages()}
+            return {s: m for s, m in stage_outputs(model).items() if s in self.stages()}
         return {stage: model.get_submodule(path) for path, stage in model.attnviz_blocks.items()}
 
 

@@ -112,10 +112,10 @@ def channels(
         ]
     for m in selection_maps:
         weights_kc = selection_weights(m)[0]
-        figure = selection_chart(weights_kc, branch_names=list(m.branches) or None, title=describe(m, loaded))
+        names = list(m.branches) or [f"branch {k}" for k in range(weights_kc.shape[0])]
+        figure = selection_chart(weights_kc, branch_names=names, title=describe(m, loaded))
         what = f"selection_{m.layer.replace('.', '-')}"
         written.append(save(figure, opt.output_path(out_dir, path.stem, name, what, fmt), fmt))
-        names = list(m.branches) or [f"branch {k}" for k in range(weights_kc.shape[0])]
         summary.append({"map": m.name, "branches": names, "branch_means": [float(v) for v in weights_kc.mean(axis=1)]})
     if save_raw:
         written += save_recording(analysis, out_dir / f"{path.stem}_{name}_raw")

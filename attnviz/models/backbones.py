@@ -76,10 +76,7 @@ def attention_sites(model: nn.Module, backbone: str) -> Iterator[tuple[int, str,
                 last_bn = getattr(res_block, "bn3", None) or res_block.bn2
                 yield stage, f"layer{stage}.{index}", res_block, last_bn.num_features
         return
-    stride = 1
-    for index, feature in enumerate(model.features):
-        stride *= _stride_of(feature)
-        stage = max(0, stride.bit_length() - 2)  # stride 4 -> 1 ... 32 -> 4
+    for index, feature, stage in _mobilenet_features(model):
         if type(feature).__name__ != "InvertedResidual" or stage < 1:
             continue
         body = feature.conv if backbone == "mobilenet_v2" else feature.block
@@ -94,13 +91,15 @@ def stage_prefixes(model: nn.Module, backbone: str, stages: Sequence[int]) -> tu
     """State-dict prefixes of the backbone modules that make up `stages` ("layer2." or "features.4." ...)."""
     if backbone in RESNETS:
         return tuple(f"layer{stage}." for stage in stages)
-    prefixes = []
+    return tuple(f"features.{index}." for index, _, stage in _mobilenet_features(model) if stage in stages)
+
+
+def _mobilenet_features(model: nn.Module) -> Iterator[tuple[int, nn.Module, int]]:
+    """(index, module, stage) of every module in a MobileNet's `features`; stage 0 is the stride-2 stem."""
     stride = 1
     for index, feature in enumerate(model.features):
         stride *= _stride_of(feature)
-        if max(0, stride.bit_length() - 2) in stages:
-            prefixes.append(f"features.{index}.")
-    return tuple(prefixes)
+        yield index, feature, max(0, stride.bit_length() - 2)  # stride 4 -> 1 ... 32 -> 4
 
 
 def _stride_of(module: nn.Module) -> int:
