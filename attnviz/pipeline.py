@@ -19,11 +19,11 @@ from torch import nn
 from attnviz.capture import Recording, capture
 from attnviz.errors import ImageError, UsageError
 from attnviz.images import IMAGENET_MEAN, IMAGENET_STD, Geometry, load_image, map_to_original, preprocess
+from attnviz.io.sidecars import WeightsInfo
 from attnviz.maps import AttentionMap, coordinate_outer, plane
 from attnviz.models import STAGES
 from attnviz.models.backbones import ModelConfig, build_model
 from attnviz.models.foreign import ForeignModel, ForeignReport
-from attnviz.weights import WeightsInfo
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPATIAL_KINDS = ("spatial", "coordinate", "level")
@@ -111,9 +111,8 @@ def load_model(
     classes itself; a bare state dict must fit the options), else torchvision's with `pretrained`, else the shipped
     demo weights for this block and backbone when there are some (and `demo`), else random initialisation.
     """
-    from attnviz.resources import demo_weights
-    from attnviz.train import load_weights
-    from attnviz.weights import read_sidecar
+    from attnviz.io.shipped import demo_weights
+    from attnviz.io.sidecars import load_weights, read_sidecar
 
     is_demo = False
     if weights is None and not pretrained and demo:
@@ -178,8 +177,8 @@ def load_foreign(
 
     Never uses attnviz's demo weights.
     """
+    from attnviz.io.checkpoints import apply_state_dict, extract_state_dict, read_checkpoint
     from attnviz.models import foreign
-    from attnviz.models.checkpoints import apply_state_dict, extract_state_dict, read_checkpoint
 
     source_kind, name = foreign.parse_model_spec(spec)
     if timm_attn and source_kind != "timm":
@@ -218,9 +217,9 @@ def _load_state_dict_file(
 ) -> LoadedModel:
     """A state dict given as --model: attnviz's own model (its sidecar or `block` say which), or `backbone` alone
     with the attention it has built in."""
+    from attnviz.io.checkpoints import apply_state_dict, extract_state_dict
+    from attnviz.io.sidecars import read_sidecar
     from attnviz.models import foreign
-    from attnviz.models.checkpoints import apply_state_dict, extract_state_dict
-    from attnviz.weights import read_sidecar
 
     info = read_sidecar(path)
     if block is not None or (info is not None and info.block):

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from attnviz.errors import UsageError
 from attnviz.models.detector import Detector, DetectorConfig, decode, detector_checkpoint
 from attnviz.models.detector_loss import build_targets, detector_loss
-from attnviz.train import (
+from attnviz.training.loop import (
     checkpoint_path,
     epoch_state,
     load_checkpoint,
@@ -119,8 +119,8 @@ def base_backbone(path: str | os.PathLike[str], backbone: str) -> tuple[dict[str
         UsageError: the file is for another backbone, or has attention blocks in it.
         CheckpointError: the file cannot be read as weights.
     """
-    from attnviz.models.checkpoints import extract_state_dict, read_checkpoint
-    from attnviz.weights import read_sidecar
+    from attnviz.io.checkpoints import extract_state_dict, read_checkpoint
+    from attnviz.io.sidecars import read_sidecar
 
     info = read_sidecar(path)
     if info is not None and info.backbone != backbone:
@@ -289,7 +289,7 @@ def fit_detector(
 def _write_detector(
     model: Detector, config: DetFitConfig, out: Path, history: list[DetEpochResult], command: str
 ) -> DetFitResult:
-    from attnviz.render.save import atomic_write
+    from attnviz.io.atomic import atomic_write
 
     final = history[-1]
     metrics = {

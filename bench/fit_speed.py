@@ -15,7 +15,7 @@ from torch import nn
 
 from attnviz.data.datasets import SceneDataset
 from attnviz.models.backbones import build_model
-from attnviz.train import run_epoch
+from attnviz.training.classifier import run_epoch
 
 
 def batches(images: torch.Tensor, labels: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

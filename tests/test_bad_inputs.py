@@ -385,7 +385,8 @@ def test_write_failing_midway_leaves_nothing(
 
 @pytest.mark.parametrize("failure", list(FAILURES), ids=list(FAILURES))
 def test_save_failing_midway_keeps_the_old_file(failure: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from attnviz.render.save import save, save_raw
+    from attnviz.io.raw import save_raw
+    from attnviz.render.save import save
 
     exc, _, _ = FAILURES[failure]
     target = tmp_path / "picture.png"

@@ -300,8 +300,8 @@ def test_fit_det_rejects_bad_values(tmp_path: Path) -> None:
 
 
 def _classifier_file(path: Path, backbone: str, block: str | None) -> Path:
+    from attnviz.io.sidecars import WeightsInfo, write_sidecar
     from attnviz.models.backbones import build_model
-    from attnviz.weights import WeightsInfo, write_sidecar
 
     torch.manual_seed(1)
     model = build_model(backbone, block, num_classes=10)
@@ -373,7 +373,7 @@ def test_asff_weights_draws_four_pictures_and_reports_every_box(det_file: Path, 
 
 
 def test_asff_weights_refuses_what_is_not_an_asff_detector(det_file: Path, photo: Path, tmp_path: Path) -> None:
-    from attnviz.weights import WeightsInfo, write_sidecar
+    from attnviz.io.sidecars import WeightsInfo, write_sidecar
 
     def refused(path: Path, expected: int, *needles: str) -> None:
         code, _, err = run("asff-weights", str(path), str(photo), "--out", str(tmp_path / "out"), "--device", "cpu")

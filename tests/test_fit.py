@@ -88,7 +88,7 @@ def test_resume_continues_from_the_checkpoint(se_weights: Path) -> None:
 
 
 def test_interrupt_keeps_the_last_epoch_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import attnviz.train as train
+    import attnviz.training.classifier as train
 
     real = train.run_epoch
     calls = {"n": 0}
@@ -237,7 +237,7 @@ def test_train_stages_part_holds_those_stages(tmp_path: Path) -> None:
 
 def test_stage_matcher_pulls_the_stage_towards_the_base() -> None:
     from attnviz.models.backbones import build_model
-    from attnviz.train import StageMatcher
+    from attnviz.training.matcher import StageMatcher
 
     torch.manual_seed(0)
     teacher = build_model("resnet18", None, num_classes=4).eval()

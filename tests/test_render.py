@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from attnviz.errors import UsageError
+from attnviz.io.raw import save_raw
 from attnviz.render import (
     caption_tile,
     channel_bars,
@@ -29,7 +30,6 @@ from attnviz.render import (
     normalised_entropy,
     overlay,
     save,
-    save_raw,
     selection_chart,
 )
 

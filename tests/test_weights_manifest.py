@@ -42,7 +42,7 @@ def _check_entry(entry: dict) -> None:
     if sidecar["base"]:
         assert (WEIGHTS / sidecar["base"]).is_file(), "the shared base must ship beside the blocks"
     if entry["kind"] == "classifier":
-        from attnviz.resources import demo_weights
+        from attnviz.io.shipped import demo_weights
 
         assert demo_weights(entry["block"], entry["backbone"]) == path
 
@@ -98,7 +98,7 @@ def test_demo_without_a_shipped_detector_says_so(monkeypatch, tmp_path: Path) ->
 
     from attnviz.cli.app import app
 
-    monkeypatch.setattr("attnviz.resources.demo_manifest", lambda: [])
+    monkeypatch.setattr("attnviz.io.shipped.demo_manifest", lambda: [])
     monkeypatch.chdir(tmp_path)
     image = WEIGHTS.parent / "samples" / "scenes" / "detection_scene.png"
     for args in (["asff-weights", "demo", str(image)], ["eval-det", "demo", "--n", "2"]):

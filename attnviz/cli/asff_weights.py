@@ -65,10 +65,10 @@ def asff_weights(
     """
     from attnviz.asff_analysis import analyse_detector, load_detector
     from attnviz.images import load_image
+    from attnviz.io.shipped import detector_path
     from attnviz.models.foreign import file_slug
     from attnviz.pipeline import resolve_device
     from attnviz.render.save import save
-    from attnviz.resources import detector_path
 
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     opt.check_out_dir(out_dir)

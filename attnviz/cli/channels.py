@@ -44,13 +44,13 @@ def channels(
 
     With --model, the channel attention of a torchvision or timm model, or of your own model file, instead.
     """
-    from attnviz.cli.raw import save_recording
     from attnviz.images import load_image
+    from attnviz.io.raw import save_recording
+    from attnviz.io.shipped import default_sample
     from attnviz.maps import channel_vector, selection_weights
     from attnviz.pipeline import analyse
     from attnviz.render.charts import channel_bars, channel_small_multiples, selection_chart
     from attnviz.render.save import save
-    from attnviz.resources import default_sample
     from attnviz.views import channel_stats, describe, stage_representatives
 
     block, images = opt.split_positionals(block, [image] if image else [], model, "channels")

@@ -42,8 +42,8 @@ def coords(
 
     With --model, the coordinate attention of a timm model (e.g. --model timm:resnet18 --timm-attn coord).
     """
-    from attnviz.cli.raw import save_recording
     from attnviz.images import load_image
+    from attnviz.io.raw import save_recording
     from attnviz.pipeline import analyse
     from attnviz.render.charts import coordinate_panel, figure_to_image
     from attnviz.render.overlay import grid

@@ -76,7 +76,7 @@ def evaluate(
 
 
 def _demo_blocks() -> list[str]:
-    from attnviz.resources import demo_manifest
+    from attnviz.io.shipped import demo_manifest
 
     blocks = [e["block"] for e in demo_manifest() if e.get("kind") == "classifier" and e.get("backbone") == "resnet18"]
     if not blocks:

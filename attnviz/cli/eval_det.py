@@ -48,9 +48,9 @@ def eval_det(
     from attnviz.data.datasets import DetectionDataset, collate_detection
     from attnviz.errors import UntrustedCheckpointError
     from attnviz.evaluate_det import evaluate_detector
+    from attnviz.io.shipped import detector_path
     from attnviz.models.detector import detector_from_checkpoint, load_detector_file
     from attnviz.pipeline import resolve_device
-    from attnviz.resources import detector_path
 
     if n < 1 or batch_size < 1 or max_objects < 1:
         raise UsageError("--n, --batch-size and --max-objects must be at least 1")

@@ -15,7 +15,7 @@ from attnviz.cli.common import err, guarded, out, training_interrupted
 from attnviz.errors import UsageError
 
 if TYPE_CHECKING:
-    from attnviz.train import FitConfig
+    from attnviz.training.classifier import FitConfig
 
 
 @guarded
@@ -83,8 +83,8 @@ def fit(
     """
     from attnviz.cli.common import progress_columns
     from attnviz.pipeline import resolve_device
-    from attnviz.train import EpochResult, FitConfig
-    from attnviz.train import fit as run_fit
+    from attnviz.training.classifier import EpochResult, FitConfig
+    from attnviz.training.classifier import fit as run_fit
 
     if block != "none":
         opt.check_block_kinds(block, ("channel", "spatial", "coordinate", "matrix", "selection"), "fit")

@@ -109,7 +109,7 @@ def matrix(
             figure = matrix_heatmaps(matrix_rows(m)[0], title=describe(m, loaded), unit=unit)
             written.append(save(figure, opt.output_path(out_dir, image.stem, name, what, fmt), fmt))
     if save_raw:
-        from attnviz.cli.raw import save_recording
+        from attnviz.io.raw import save_recording
 
         written += save_recording(analysis, out_dir / f"{image.stem}_{name}_raw")
     report(

@@ -56,8 +56,8 @@ def show(
     With --model, the spatial attention of a torchvision or timm model, or of your own model file, instead.
     """
     from attnviz.cam import cam_for_layer, check_cam
-    from attnviz.cli.raw import save_recording
     from attnviz.images import load_image
+    from attnviz.io.raw import save_recording
     from attnviz.pipeline import analyse, image_paths
     from attnviz.render.save import save
     from attnviz.views import show_picture, spatial_rows

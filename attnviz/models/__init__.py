@@ -15,3 +15,5 @@ DETECTOR_BACKBONES = ("resnet18", "mobilenet_v2")
 DETECTOR_STRIDES = (8, 16, 32)
 """The detector's pyramid levels (attnviz.models.detector), fine to coarse."""
 LEVEL_NAMES = ("fine", "mid", "coarse")
+HEAD_PREFIXES = ("fc.", "classifier.")
+"""State-dict key prefixes of the classifier head (ResNet's fc, MobileNet's classifier)."""

@@ -22,8 +22,8 @@ from torch import nn
 from attnviz.blocks.base import create_block
 from attnviz.blocks.catalog import block_info, block_names
 from attnviz.errors import CheckpointError, UnknownNameError, UsageError
+from attnviz.io.checkpoints import apply_state_dict, extract_state_dict, read_checkpoint
 from attnviz.models import BACKBONES, RESNETS, STAGES
-from attnviz.models.checkpoints import apply_state_dict, extract_state_dict, read_checkpoint
 from attnviz.models.surgery import append_to_sequential, attach_to_residual_block, replace_submodule
 
 

@@ -139,7 +139,7 @@ class BackboneFeatures(nn.Module):
         super().__init__()
         import torchvision
 
-        from attnviz.models.checkpoints import apply_state_dict
+        from attnviz.io.checkpoints import apply_state_dict
 
         net = torchvision.models.get_model(name, weights=None)
         if pretrained:
@@ -383,7 +383,7 @@ def detector_from_checkpoint(obj: dict[str, Any], source: str) -> tuple[Detector
     Raises:
         CheckpointError: the dict is damaged or its weights do not fit its config.
     """
-    from attnviz.models.checkpoints import apply_state_dict
+    from attnviz.io.checkpoints import apply_state_dict
 
     training_checkpoint = "detector" in obj
     config_dict = obj["detector"] if training_checkpoint else obj["config"]
@@ -412,7 +412,7 @@ def load_detector_file(path: str | os.PathLike[str], *, trust: bool = False) -> 
         UntrustedCheckpointError: a pickled model without `trust` (nothing from the file has run).
         CheckpointError: the file is corrupt or truncated.
     """
-    from attnviz.models.checkpoints import read_checkpoint
+    from attnviz.io.checkpoints import read_checkpoint
 
     path = Path(path)
     if not path.exists():
@@ -423,7 +423,7 @@ def load_detector_file(path: str | os.PathLike[str], *, trust: bool = False) -> 
 
 def _not_a_detector(path: Path, contents: Any) -> str | None:
     """Why `contents` is not an attnviz detector file; None when it is a module (a foreign model to search)."""
-    from attnviz.weights import read_sidecar
+    from attnviz.io.sidecars import read_sidecar
 
     if isinstance(contents, nn.Module):
         return None

@@ -41,7 +41,7 @@ from torch import nn
 
 from attnviz.blocks.base import AttentionBlock, Tap
 from attnviz.errors import AttnvizError, CheckpointError, UsageError
-from attnviz.models.checkpoints import apply_state_dict
+from attnviz.io.checkpoints import apply_state_dict
 
 TAP_PREFIX = "attnviz_tap_"
 CHANNEL = ("batch", "channel")
@@ -805,7 +805,7 @@ def _timm_pretrained(timm: Any, name: str, kwargs: dict[str, Any], *, strict: bo
 
 def module_from_checkpoint(obj: Any) -> nn.Module | None:
     """The nn.Module a trusted pickle holds (itself, or nested under a usual key); None for a state dict."""
-    from attnviz.models.checkpoints import STATE_DICT_KEYS
+    from attnviz.io.checkpoints import STATE_DICT_KEYS
 
     if isinstance(obj, nn.Module):
         return obj
@@ -824,7 +824,7 @@ def model_file(path: str | os.PathLike[str], *, trust: bool) -> tuple[nn.Module 
         UntrustedCheckpointError: it is a pickled model and `trust` is False (nothing from it has run).
         CheckpointError: it is not a weights or model file.
     """
-    from attnviz.models.checkpoints import read_checkpoint
+    from attnviz.io.checkpoints import read_checkpoint
 
     if not Path(path).exists():
         raise UsageError(

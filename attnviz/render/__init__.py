@@ -17,11 +17,10 @@ from attnviz.render.charts import (
     selection_chart,
 )
 from attnviz.render.overlay import caption_tile, colorize, colormap_lut, desaturate, grid, mark_point, overlay
-from attnviz.render.save import FORMATS, atomic_write, save, save_raw
+from attnviz.render.save import FORMATS, save
 
 __all__ = [
     "FORMATS",
-    "atomic_write",
     "caption_tile",
     "channel_bars",
     "channel_small_multiples",
@@ -36,6 +35,5 @@ __all__ = [
     "normalised_entropy",
     "overlay",
     "save",
-    "save_raw",
     "selection_chart",
 ]

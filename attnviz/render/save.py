@@ -1,26 +1,17 @@
-"""Write rendered images, figures and raw arrays to disk atomically.
-
-Every file goes to a temporary file in the target's directory first and is then renamed onto the target
-(`os.replace`, atomic on POSIX and Windows), so a crash or an error never leaves a half-written file behind and an
-existing file is only ever replaced by a complete one.
-"""
+"""Save a rendered picture (a PIL image or a matplotlib figure) as PNG, SVG or PDF, atomically (see attnviz.io.atomic)."""
 
 from __future__ import annotations
 
 import base64
 import io
-import json
-import os
-import tempfile
-from collections.abc import Callable, Mapping
-from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
-import numpy as np
 from PIL import Image
 
-from attnviz.errors import AttnvizError, UsageError
+from attnviz.errors import UsageError
+from attnviz.io.atomic import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -31,63 +22,6 @@ FORMATS = ("png", "svg", "pdf")
 _REPLACEABLE_SUFFIXES = frozenset(
     {".png", ".svg", ".pdf", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif", ".bmp", ".eps", ".ps", ".npz", ".json"}
 )
-
-
-@lru_cache(maxsize=1)
-def _file_mode() -> int:
-    """Permissions a normally created file gets (0o666 minus the umask); temporary files start at 0o600."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _ensure_directory(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(
-            f"cannot create output directory {directory}", error.strerror or type(error).__name__
-        ) from error
-
-
-def atomic_write(path: Path, write_fn: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file atomically: `write_fn` fills a temporary file next to `path`, which is then renamed onto it.
-
-    Args:
-        path: The target file. Its directory is created if missing.
-        write_fn: Called with the open binary temporary file; it must only write to it.
-
-    Returns:
-        `path`.
-
-    Raises:
-        UsageError: the directory cannot be created or written to.
-        AttnvizError: writing failed with an OSError (disk full, ...); nothing is left behind.
-        Exception: whatever else `write_fn` raises; the temporary file is removed and `path` is left as it was.
-    """
-    path = Path(path)
-    directory = path.parent
-    _ensure_directory(directory)
-    try:
-        handle = tempfile.NamedTemporaryFile(  # closed below: it must outlive this block
-            dir=directory, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        )
-    except OSError as error:
-        raise UsageError(
-            f"cannot write to output directory {directory}", error.strerror or type(error).__name__
-        ) from error
-    temp = Path(handle.name)
-    try:
-        with handle:
-            write_fn(handle)
-        os.chmod(temp, _file_mode())
-        os.replace(temp, path)
-    except BaseException as error:  # KeyboardInterrupt too: no half-written file may stay behind
-        temp.unlink(missing_ok=True)
-        if isinstance(error, OSError):  # disk full, folder removed meanwhile...: not a bug, say what failed
-            raise AttnvizError(f"cannot write {path}", error.strerror or str(error)) from error
-        raise
-    return path
 
 
 def output_path(path: Path, fmt: str) -> Path:
@@ -167,39 +101,3 @@ def save(obj: Image.Image | Figure, path: Path, fmt: str = "png", *, dpi: float 
     else:
         raise TypeError(f"save expects a PIL image or a matplotlib Figure, got {type(obj).__name__}")
     return atomic_write(target, writer)
-
-
-def _json_default(value: Any) -> Any:
-    """JSON for the numpy scalars/arrays and paths that summaries tend to contain."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=str)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def save_raw(arrays: Mapping[str, np.ndarray], summary: dict[str, Any], path_stem: Path) -> tuple[Path, Path]:
-    """Save the numbers behind a picture: `<stem>.npz` (compressed arrays) and `<stem>.json` (the summary).
-
-    Args:
-        arrays: Name -> array; names become the npz keys.
-        summary: JSON-ready description (numpy scalars/arrays and paths are converted).
-        path_stem: Target without suffix; ".npz"/".json" are appended (dots in the stem are kept).
-
-    Returns:
-        (npz path, json path), both written atomically.
-
-    Raises:
-        UsageError: the directory cannot be created or written to.
-        TypeError: `summary` holds something JSON cannot represent (nothing is written then).
-    """
-    stem = Path(path_stem)
-    text = json.dumps(summary, indent=2, default=_json_default) + "\n"  # fails before anything is written
-    plain = {name: np.asarray(value) for name, value in arrays.items()}
-    npz = atomic_write(stem.with_name(f"{stem.name}.npz"), lambda handle: np.savez_compressed(handle, **plain))
-    summary_path = atomic_write(stem.with_name(f"{stem.name}.json"), lambda handle: handle.write(text.encode()))
-    return npz, summary_path

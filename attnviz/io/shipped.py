@@ -20,7 +20,7 @@ def data_dir(name: str) -> Path:
         AttnvizError: the folder is in neither place.
     """
     candidates = [
-        Path(__file__).resolve().parent.parent / name,
+        Path(__file__).resolve().parents[2] / name,
         Path(sys.prefix) / "share" / "attnviz" / name,
     ]
     for candidate in candidates:

@@ -2,7 +2,7 @@
 
 `fit(config, out)` trains, validates every epoch, writes a resumable checkpoint every epoch (`<out>.ckpt`, readable
 with `torch.load(weights_only=True)`), and finally the weights (`<out>`, safetensors) with their JSON sidecar
-(see `attnviz.weights`). A KeyboardInterrupt saves the checkpoint of the last finished epoch and re-raises.
+(see `attnviz.io.sidecars`). A KeyboardInterrupt saves the checkpoint of the last finished epoch and re-raises.
 
 Which parameters train:
 - with a `base` (a shared backbone trained once, e.g. the shipped one), the backbone's convolutions are frozen and
@@ -22,7 +22,6 @@ Which parameters train:
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -34,10 +33,20 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from attnviz.errors import CheckpointError, UsageError
-from attnviz.models import STAGES
+from attnviz.io.sidecars import WeightsInfo, read_sidecar, write_sidecar
+from attnviz.models import HEAD_PREFIXES, STAGES
 from attnviz.models.backbones import build_model, stage_prefixes
-from attnviz.models.checkpoints import apply_state_dict
-from attnviz.weights import WeightsInfo, read_sidecar, write_sidecar
+from attnviz.training.loop import (
+    ProgressFn,
+    checkpoint_path,
+    epoch_state,
+    load_checkpoint,
+    one_cycle,
+    restore,
+    save_checkpoint,
+    seed_everything,
+)
+from attnviz.training.matcher import StageMatcher
 
 
 @dataclass
@@ -92,14 +101,6 @@ class FitResult:
         return self.history[-1]
 
 
-ProgressFn = Callable[[dict[str, Any]], None]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
 # ------------------------------------------------------------------------------------------------------------ data
 
 
@@ -149,7 +150,7 @@ def make_model(config: FitConfig, classes: list[str]) -> tuple[nn.Module, list[s
                 f"the base {config.base} is a {info.backbone} for {len(info.classes)} classes, "
                 f"not a {config.backbone} for these {len(classes)}"
             )
-        from attnviz.models.checkpoints import read_checkpoint
+        from attnviz.io.checkpoints import read_checkpoint
 
         state = read_checkpoint(config.base)
         own = model.state_dict()
@@ -171,9 +172,8 @@ def make_model(config: FitConfig, classes: list[str]) -> tuple[nn.Module, list[s
 def _trained_keys(model: nn.Module, config: FitConfig) -> set[str]:
     """State-dict keys that train on a frozen base: the blocks, the head and the stages in `config.train_stages`."""
     prefixes = stage_prefixes(model, config.backbone, config.train_stages)
-    return {
-        key for key in model.state_dict() if _is_block_key(model, key) or _is_head_key(key) or key.startswith(prefixes)
-    }
+    kept = (*HEAD_PREFIXES, *prefixes)
+    return {key for key in model.state_dict() if _is_block_key(model, key) or key.startswith(kept)}
 
 
 def _is_block_key(model: nn.Module, key: str) -> bool:
@@ -189,10 +189,6 @@ def _norm_keys(model: nn.Module) -> set[str]:
     return keys
 
 
-def _is_head_key(key: str) -> bool:
-    return key.startswith(("fc.", "classifier."))
-
-
 def set_training(model: nn.Module, training: bool) -> None:
     """Train mode for what trains; modules whose parameters are all frozen stay in eval (frozen BN statistics)."""
     model.train(training)
@@ -205,37 +201,6 @@ def set_training(model: nn.Module, training: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------- fit
-
-
-def checkpoint_path(out: str | os.PathLike[str]) -> Path:
-    """Where the resumable checkpoint of a run writing `out` lives: beside it, with the suffix .ckpt."""
-    return Path(out).with_suffix(".ckpt")
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (a Ctrl-C mid-write leaves the previous one intact)."""
-    from attnviz.render.save import atomic_write
-
-    atomic_write(path, lambda handle: torch.save(state, handle))
-
-
-def load_checkpoint(path: Path, expected: dict[str, Any], *, mmap: bool = False) -> dict[str, Any]:
-    """The checkpoint at `path` (weights-only), checked to come from a run with the `expected` options.
-
-    Raises:
-        UsageError: there is no checkpoint, or an option differs.
-    """
-    if not path.is_file():
-        raise UsageError(f"nothing to resume: {path} does not exist", "run without --resume to start afresh")
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    saved = {"train_stages": [], **state["config"]}  # runs from before --train-stages trained none
-    for key, ours in expected.items():
-        if saved.get(key) != ours:
-            raise UsageError(
-                f"the checkpoint {path} was made with {key}={saved.get(key)!r}, not {ours!r}",
-                "resume with the same options, or start afresh without --resume",
-            )
-    return state
 
 
 RESUME_KEYS = ("block", "backbone", "stages", "train_stages", "size", "data", "base")
@@ -290,56 +255,6 @@ def run_epoch(
     return total_loss / max(seen, 1), correct / max(seen, 1), seen / max(elapsed, 1e-9)
 
 
-class StageMatcher:
-    """A loss that keeps the outputs of retrained stages close to what the plain base computes there.
-
-    Blocks that transform features (SK's convs, ShuffleAttention's channel shuffle, S2-MLP's shifts, CoT) wreck
-    what a trained backbone computes, and the frozen stages after them cannot follow: with only the classification
-    loss, SK in stages 1-3 of the scenes base stayed at chance after an epoch even with those stages training. Asking
-    each retrained stage to reproduce the base's output (mean squared error relative to the output's mean square,
-    averaged over the stages, times `weight`) brought it to 80% in 60 steps.
-
-    Args:
-        model: The model being trained (with blocks).
-        teacher: The plain base, frozen, in eval mode.
-        paths: Module paths (the same in both models) whose outputs are matched.
-        weight: Factor of the loss.
-    """
-
-    def __init__(self, model: nn.Module, teacher: nn.Module, paths: list[str], weight: float) -> None:
-        self.teacher, self.weight = teacher, weight
-        self._student: dict[str, torch.Tensor] = {}
-        self._target: dict[str, torch.Tensor] = {}
-        self._handles = [
-            module.get_submodule(path).register_forward_hook(self._keeper(store, path))
-            for module, store in ((model, self._student), (teacher, self._target))
-            for path in paths
-        ]
-
-    @staticmethod
-    def _keeper(store: dict[str, torch.Tensor], path: str) -> Callable[..., None]:
-        def keep(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            store[path] = output
-
-        return keep
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """The loss for the student's latest forward on `images`."""
-        with torch.no_grad():
-            self.teacher(images)
-        terms = [
-            (self._student[path] - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
-            for path, target in self._target.items()
-        ]
-        self._student.clear()
-        self._target.clear()
-        return self.weight * torch.stack(terms).mean()
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
 def stage_matcher(model: nn.Module, config: FitConfig, classes: list[str]) -> StageMatcher | None:
     """The `StageMatcher` for a run that retrains `config.train_stages` of a base (None when there is nothing to
     match: no retrained stages, or a weight of 0)."""
@@ -352,60 +267,6 @@ def stage_matcher(model: nn.Module, config: FitConfig, classes: list[str]) -> St
     device = next(model.parameters()).device
     paths = [stage_prefixes(teacher, config.backbone, (stage,))[-1][:-1] for stage in config.train_stages]
     return StageMatcher(model, teacher.to(device).eval(), paths, config.match_weight)
-
-
-def restore(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], epochs: int) -> int:
-    """Load a resumable checkpoint's model, optimizer and RNG state; returns the first epoch still to run.
-
-    Raises:
-        UsageError: the checkpoint already covers more than `epochs` epochs.
-    """
-    done = int(state["epoch"]) + 1
-    if done > epochs:
-        raise UsageError(
-            f"nothing to train: the checkpoint already covers {done} epochs, more than --epochs {epochs}",
-            f"ask for more than {done} epochs, or run without --resume to start afresh",
-        )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])
-    return done
-
-
-def one_cycle(
-    optimizer: torch.optim.Optimizer, lr: float, epochs: int, first_epoch: int, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.OneCycleLR:
-    """The one-cycle schedule over all `epochs`, positioned at `first_epoch` (a resumed run that asks for more
-    epochs stretches what is left)."""
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=lr,
-        total_steps=max(epochs, first_epoch + 1) * steps_per_epoch,
-        pct_start=0.15,
-        last_epoch=first_epoch * steps_per_epoch - 1,
-    )
-
-
-def epoch_state(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    epoch: int,
-    config: Any,
-    history: list[Any],
-    **extra: Any,
-) -> dict[str, Any]:
-    """What the checkpoint of a finished epoch holds (`restore` reads it back); `extra` adds run-specific keys."""
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": torch.get_rng_state(),
-        "epoch": epoch,
-        "config": config.to_dict(),
-        **extra,
-        "history": [asdict(h) for h in history],
-    }
 
 
 def fit(
@@ -477,7 +338,7 @@ def _write_weights(
 ) -> FitResult:
     from safetensors.torch import save as save_bytes
 
-    from attnviz.render.save import atomic_write
+    from attnviz.io.atomic import atomic_write
 
     state = model.state_dict()
     part = config.base and not config.train_backbone
@@ -507,14 +368,3 @@ def _write_weights(
         extra={"training": {**config.to_dict(), "frozen_parameters": len(frozen)}, "command": command},
     )
     return FitResult(out, write_sidecar(info), history)
-
-
-def load_weights(model: nn.Module, weights: str | os.PathLike[str], info: WeightsInfo | None) -> None:
-    """Load an attnviz weights file into `model`: the base first when the file sits on one."""
-    from attnviz.models.checkpoints import extract_state_dict, read_checkpoint
-
-    state = extract_state_dict(read_checkpoint(weights), str(weights))
-    if info is not None and info.base is not None:
-        base = extract_state_dict(read_checkpoint(info.base), str(info.base))
-        state = {**{k: v for k, v in base.items() if not _is_head_key(k)}, **state}
-    apply_state_dict(model, state, str(weights))

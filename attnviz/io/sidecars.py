@@ -14,9 +14,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attnviz.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FORMAT = "attnviz-weights/1"
 
@@ -88,7 +91,7 @@ def _find_base(folder: Path, base: str) -> Path:
     if where.is_file():
         return where
     from attnviz.errors import AttnvizError
-    from attnviz.resources import data_dir
+    from attnviz.io.shipped import data_dir
 
     try:
         shipped = data_dir("weights") / Path(base).name
@@ -102,7 +105,7 @@ _KNOWN = {"format", "block", "backbone", "stages", "input_size", "classes", "bas
 
 def write_sidecar(info: WeightsInfo) -> Path:
     """Write `info` next to its weights file, atomically; returns the sidecar path."""
-    from attnviz.render.save import atomic_write
+    from attnviz.io.atomic import atomic_write
 
     data = {
         "format": FORMAT,
@@ -117,3 +120,15 @@ def write_sidecar(info: WeightsInfo) -> Path:
     }
     text = json.dumps(data, indent=2, sort_keys=False).encode("utf-8")
     return atomic_write(sidecar_path(info.path), lambda handle: handle.write(text))
+
+
+def load_weights(model: nn.Module, weights: str | os.PathLike[str], info: WeightsInfo | None) -> None:
+    """Load an attnviz weights file into `model`: the base first (without its head) when the file sits on one."""
+    from attnviz.io.checkpoints import apply_state_dict, extract_state_dict, read_checkpoint
+    from attnviz.models import HEAD_PREFIXES
+
+    state = extract_state_dict(read_checkpoint(weights), str(weights))
+    if info is not None and info.base is not None:
+        base = extract_state_dict(read_checkpoint(info.base), str(info.base))
+        state = {**{k: v for k, v in base.items() if not k.startswith(HEAD_PREFIXES)}, **state}
+    apply_state_dict(model, state, str(weights))

@@ -1,0 +1,111 @@
+"""The scaffold both trainers (classifier and detector) share: seeding, resumable per-epoch checkpoints, the
+one-cycle schedule positioned for a resumed run, and what a finished epoch's checkpoint holds.
+
+Checkpoints are written atomically and read with `torch.load(weights_only=True)`, so resuming never runs code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnviz.errors import UsageError
+from attnviz.io.atomic import atomic_write
+
+ProgressFn = Callable[[dict[str, Any]], None]
+"""Called after every batch with the running loss, accuracy and images/s."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def checkpoint_path(out: str | os.PathLike[str]) -> Path:
+    """Where the resumable checkpoint of a run writing `out` lives: beside it, with the suffix .ckpt."""
+    return Path(out).with_suffix(".ckpt")
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (a Ctrl-C mid-write leaves the previous one intact)."""
+    atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def load_checkpoint(path: Path, expected: dict[str, Any], *, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint at `path` (weights-only), checked to come from a run with the `expected` options.
+
+    Raises:
+        UsageError: there is no checkpoint, or an option differs.
+    """
+    if not path.is_file():
+        raise UsageError(f"nothing to resume: {path} does not exist", "run without --resume to start afresh")
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    saved = {"train_stages": [], **state["config"]}  # runs from before --train-stages trained none
+    for key, ours in expected.items():
+        if saved.get(key) != ours:
+            raise UsageError(
+                f"the checkpoint {path} was made with {key}={saved.get(key)!r}, not {ours!r}",
+                "resume with the same options, or start afresh without --resume",
+            )
+    return state
+
+
+def restore(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], epochs: int) -> int:
+    """Load a resumable checkpoint's model, optimizer and RNG state; returns the first epoch still to run.
+
+    Raises:
+        UsageError: the checkpoint already covers more than `epochs` epochs.
+    """
+    done = int(state["epoch"]) + 1
+    if done > epochs:
+        raise UsageError(
+            f"nothing to train: the checkpoint already covers {done} epochs, more than --epochs {epochs}",
+            f"ask for more than {done} epochs, or run without --resume to start afresh",
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return done
+
+
+def one_cycle(
+    optimizer: torch.optim.Optimizer, lr: float, epochs: int, first_epoch: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    """The one-cycle schedule over all `epochs`, positioned at `first_epoch` (a resumed run that asks for more
+    epochs stretches what is left)."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=lr,
+        total_steps=max(epochs, first_epoch + 1) * steps_per_epoch,
+        pct_start=0.15,
+        last_epoch=first_epoch * steps_per_epoch - 1,
+    )
+
+
+def epoch_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    epoch: int,
+    config: Any,
+    history: list[Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """What the checkpoint of a finished epoch holds (`restore` reads it back); `extra` adds run-specific keys."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "epoch": epoch,
+        "config": config.to_dict(),
+        **extra,
+        "history": [asdict(h) for h in history],
+    }
