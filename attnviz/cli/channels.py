@@ -51,7 +51,7 @@ def channels(
     from attnviz.pipeline import analyse
     from attnviz.render.charts import channel_bars, channel_small_multiples, selection_chart
     from attnviz.render.save import save
-    from attnviz.views import channel_stats, describe, stage_representatives
+    from attnviz.views.common import channel_stats, describe, stage_representatives
 
     block, images = opt.split_positionals(block, [image] if image else [], model, "channels")
     if len(images) > 1:

@@ -48,7 +48,7 @@ def coords(
     from attnviz.render.charts import coordinate_panel, figure_to_image
     from attnviz.render.overlay import grid
     from attnviz.render.save import save
-    from attnviz.views import describe, stage_representatives
+    from attnviz.views.common import describe, stage_representatives
 
     block, images = opt.split_positionals(block, [image] if image else [], model, "coords")
     if len(images) != 1:

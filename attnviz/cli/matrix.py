@@ -55,7 +55,7 @@ def matrix(
     from attnviz.pipeline import analyse, check_points
     from attnviz.render.charts import matrix_heatmaps
     from attnviz.render.save import save
-    from attnviz.views import describe, query_tiles, stage_representatives, tile_grid
+    from attnviz.views.common import describe, query_tiles, stage_representatives, tile_grid
 
     block, images = opt.split_positionals(block, [image] if image else [], model, "matrix")
     if len(images) != 1:

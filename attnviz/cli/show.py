@@ -60,7 +60,7 @@ def show(
     from attnviz.io.raw import save_recording
     from attnviz.pipeline import analyse, image_paths
     from attnviz.render.save import save
-    from attnviz.views import show_picture, spatial_rows
+    from attnviz.views.common import show_picture, spatial_rows
 
     block, images = opt.split_positionals(block, images or [], model, "show")
     if not images:

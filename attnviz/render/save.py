@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMATS = ("png", "svg", "pdf")
+DPI = 150
+"""Resolution of figures in PNG and of PIL images in PDF."""
 # Suffixes that name a picture format and are replaced by the chosen format's. Anything else (a dotted layer
 # name such as "layer3.1.attn") is part of the file name and is kept: "layer3.1.attn" -> "layer3.1.attn.png".
 _REPLACEABLE_SUFFIXES = frozenset(
@@ -75,7 +77,7 @@ def _figure_writer(fig: Figure, fmt: str, dpi: float) -> Callable[[IO[bytes]], N
     return write
 
 
-def save(obj: Image.Image | Figure, path: Path, fmt: str = "png", *, dpi: float = 150) -> Path:
+def save(obj: Image.Image | Figure, path: Path, fmt: str = "png", *, dpi: float = DPI) -> Path:
     """Save a rendered image or figure atomically.
 
     Args:
@@ -101,3 +103,17 @@ def save(obj: Image.Image | Figure, path: Path, fmt: str = "png", *, dpi: float 
     else:
         raise TypeError(f"save expects a PIL image or a matplotlib Figure, got {type(obj).__name__}")
     return atomic_write(target, writer)
+
+
+def rasterise(obj: Image.Image | Figure, *, dpi: float = DPI) -> Image.Image:
+    """A picture as the PIL image its PNG file holds: an image as it is, a figure drawn exactly as `save` writes it."""
+    if isinstance(obj, Image.Image):
+        return obj
+    if not hasattr(obj, "savefig"):
+        raise TypeError(f"rasterise expects a PIL image or a matplotlib Figure, got {type(obj).__name__}")
+    buffer = io.BytesIO()
+    _figure_writer(obj, "png", dpi)(buffer)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        image.load()
+        return image.copy()
