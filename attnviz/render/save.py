@@ -1,4 +1,4 @@
-"""Save a rendered picture (a PIL image or a matplotlib figure) as PNG, SVG or PDF, atomically (see attnviz.io.atomic)."""
+"""Save a rendered picture (a PIL image or a matplotlib figure) as PNG, SVG or PDF, atomically (attnviz.io.atomic)."""
 
 from __future__ import annotations
 
