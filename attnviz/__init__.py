@@ -1,19 +1,41 @@
 """attnviz: find the attention blocks in a CNN, capture what each one computes, and draw it.
 
-The public API is imported lazily, so `import attnviz` (and `attnviz --help`) never pays for torch.
+The front door, the same from a notebook as from the command line (each call returns the picture the CLI writes):
 
-    >>> from attnviz import create_block
-    >>> block = create_block("cbam", 64)
+    >>> import attnviz
+    >>> view = attnviz.show("cbam", "photo.jpg")          # demo weights; view.image shows inline, view.save("out/")
+    >>> view = attnviz.channels("se", "photo.jpg", layer=3)
+    >>> loaded = attnviz.load(model="timm:resnet18", timm_attn="cbam")
+    >>> view = attnviz.show(loaded, "photo.jpg")          # a loaded model is reused, photo after photo
+    >>> analysis = attnviz.analyse(loaded, "photo.jpg")   # the captured maps themselves: analysis.recording
+
+Everything is imported lazily, so `import attnviz` (and `attnviz --help`) never pays for torch.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "load": "attnviz.loading",
+    "LoadedModel": "attnviz.loading",
+    "analyse": "attnviz.analysis",
+    "Analysis": "attnviz.analysis",
+    "show": "attnviz.api",
+    "channels": "attnviz.api",
+    "coords": "attnviz.api",
+    "matrix": "attnviz.api",
+    "inspect": "attnviz.api",
+    "asff_weights": "attnviz.detection",
+    "View": "attnviz.views.base",
+    "Style": "attnviz.views.base",
+    "capture": "attnviz.capture",
+    "AttentionMap": "attnviz.maps",
     "create_block": "attnviz.blocks.base",
     "Tap": "attnviz.blocks.base",
     "block_names": "attnviz.blocks.catalog",
@@ -26,3 +48,25 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'attnviz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+class _FrontDoor(types.ModuleType):
+    """The package's module type. `attnviz.capture` is the context manager, although a submodule of that name
+    exists: importing a submodule sets it as an attribute of its package, which this property turns away."""
+
+    @property
+    def capture(self) -> Any:
+        from attnviz.capture import capture
+
+        return capture
+
+    @capture.setter
+    def capture(self, _module: Any) -> None:
+        pass  # the submodule stays in sys.modules["attnviz.capture"]
+
+
+sys.modules[__name__].__class__ = _FrontDoor

@@ -6,12 +6,19 @@ Imported only where used: the package itself takes seconds to import.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from attnviz.errors import UsageError
+from attnviz.errors import UsageError, option
+
+if TYPE_CHECKING:
+    from attnviz.loading import LoadedModel
+
+CamRunner = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
+"""(images, target classes) -> (B, H, W) CAM in [0, 1] at the input resolution."""
 
 
 def cam_methods() -> dict[str, type]:
@@ -28,15 +35,16 @@ def cam_methods() -> dict[str, type]:
 
 
 def check_cam(method: str) -> str:
+    """The lower-case name of the CAM `method`, which the grad-cam package must offer."""
     methods = cam_methods()
     if method.lower() not in methods:
-        raise UsageError(f"unknown CAM method {method!r}", f"choose one of: {', '.join(sorted(methods))}")
+        raise UsageError(
+            f"unknown CAM method {method!r} ({option('cam')})", f"choose one of: {', '.join(sorted(methods))}"
+        )
     return method.lower()
 
 
-def cam_for_layer(
-    model: nn.Module, layer: nn.Module, method: str
-) -> Callable[[torch.Tensor, torch.Tensor], np.ndarray]:
+def cam_for_layer(model: nn.Module, layer: nn.Module, method: str) -> CamRunner:
     """A function (images, target classes) -> (B, H, W) CAM in [0, 1] at the input resolution, for `layer`."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -47,3 +55,13 @@ def cam_for_layer(
             return np.asarray(cam(input_tensor=images, targets=[ClassifierOutputTarget(int(t)) for t in targets]))
 
     return run
+
+
+def stage_cams(loaded: LoadedModel, method: str) -> dict[int, CamRunner]:
+    """Per drawn stage, the CAM `method` of the stage's output; built once per model and method (the grad-cam
+    package hooks the model when a CAM is made)."""
+    method = check_cam(method)
+    if method not in loaded.cams:
+        outputs = loaded.stage_outputs()
+        loaded.cams[method] = {stage: cam_for_layer(loaded.model, module, method) for stage, module in outputs.items()}
+    return loaded.cams[method]

@@ -7,7 +7,27 @@ every other `AttnvizError` (the request was fine but something failed while carr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_SPELLING: ContextVar[str] = ContextVar("attnviz_spelling", default="python")
+
+
+def option(name: str) -> str:
+    """How the caller spells the option `name` (a Python keyword such as "top_k") in a message: "top_k=" from
+    Python, "--top-k" while a CLI command runs (see `cli_spelling`)."""
+    return f"--{name.replace('_', '-')}" if _SPELLING.get() == "cli" else f"{name}="
+
+
+@contextmanager
+def cli_spelling() -> Iterator[None]:
+    """Name options as command-line flags in the messages raised inside this block."""
+    token = _SPELLING.set("cli")
+    try:
+        yield
+    finally:
+        _SPELLING.reset(token)
 
 
 class AttnvizError(Exception):

@@ -20,8 +20,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from attnviz.cli.app import app
-from attnviz.images import load_image, preprocess
-from attnviz.pipeline import load_model
+from attnviz.images import preprocess
+from attnviz.io.photos import load_image
+from attnviz.loading import load_native as load_model
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -24,17 +24,11 @@ from typer.testing import CliRunner
 from attnviz.capture import capture
 from attnviz.cli.app import app
 from attnviz.data.datasets import DetectionDataset, collate_detection
-from attnviz.evaluate_det import average_precision, mean_in_box, rank_average, spearman
-from attnviz.models.detector import (
-    Detector,
-    DetectorConfig,
-    assign_level,
-    decode,
-    detector_checkpoint,
-    detector_from_checkpoint,
-)
-from attnviz.models.detector_loss import build_targets, detector_loss
-from attnviz.models.foreign_asff import attach_level_taps
+from attnviz.detection.files import detector_checkpoint, detector_from_checkpoint
+from attnviz.detection.foreign import attach_level_taps
+from attnviz.detection.loss import build_targets, detector_loss
+from attnviz.detection.metrics import average_precision, mean_in_box, rank_average, spearman
+from attnviz.detection.model import Detector, DetectorConfig, assign_level, decode
 
 runner = CliRunner()
 TINY = [
@@ -271,9 +265,9 @@ def test_fit_det_writes_det_pt_and_a_resumable_checkpoint(det_file: Path, tmp_pa
 
 
 def test_fit_det_interrupt_keeps_the_last_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import attnviz.train_det as train_det
+    import attnviz.detection.train as det_train
 
-    real = train_det.run_epoch
+    real = det_train.run_epoch
     calls = {"n": 0}
 
     def interrupted(*args: object, **kwargs: object) -> object:
@@ -282,7 +276,7 @@ def test_fit_det_interrupt_keeps_the_last_epoch(tmp_path: Path, monkeypatch: pyt
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_det, "run_epoch", interrupted)
+    monkeypatch.setattr(det_train, "run_epoch", interrupted)
     out = tmp_path / "det.pt"
     code, _, err = run("fit-det", "--out", str(out), "--epochs", "3", *SMALL, *TINY)
     assert code == 130 and "--resume" in err
@@ -311,7 +305,7 @@ def _classifier_file(path: Path, backbone: str, block: str | None) -> Path:
 
 
 def test_fit_det_starts_the_backbone_from_a_plain_base(tmp_path: Path) -> None:
-    from attnviz.train_det import base_backbone
+    from attnviz.detection.train import base_backbone
 
     base = _classifier_file(tmp_path / "base.safetensors", "mobilenet_v2", None)
     init = base_backbone(base, "mobilenet_v2")
@@ -370,6 +364,29 @@ def test_asff_weights_draws_four_pictures_and_reports_every_box(det_file: Path, 
     code, out, err = run(*args, "--max-detections", "3")
     assert code == 0, err
     assert "coarse" in out and err.count("wrote ") == 4 and "trained 1 epoch," in err
+
+
+def test_asff_weights_from_python_draws_the_files_the_cli_writes(det_file: Path, photo: Path, tmp_path: Path) -> None:
+    from attnviz.detection import asff_weights
+    from attnviz.errors import UsageError
+
+    options = ["--score", "0", "--max-detections", "5", "--size", "64", "--cmap", "magma", "--alpha", "0.4"]
+    code, out, err = run(
+        "asff-weights", str(det_file), str(photo), "--out", str(tmp_path), "--device", "cpu", *options, "--json"
+    )
+    assert code == 0, err
+    cli = json.loads(out)
+    view = asff_weights(det_file, photo, score=0.0, max_detections=5, size=64, cmap="magma", alpha=0.4, device="cpu")
+    assert sorted(view.pictures) == ["asff_detections", "asff_dominant", "asff_levels", "asff_shares"]
+    assert sorted(str(tmp_path / view.file_name(what)) for what in view.pictures) == sorted(cli.pop("files"))
+    for what in view.pictures:
+        with Image.open(tmp_path / view.file_name(what)) as written:
+            assert np.array_equal(np.asarray(view.images[what]), np.asarray(written)), what
+    assert json.loads(json.dumps(view.summary)) == cli
+    with pytest.raises(UsageError, match=r"^score= must be in 0\.\.1"):
+        asff_weights(det_file, photo, score=2.0)
+    with pytest.raises(UsageError, match="not found"):
+        asff_weights(tmp_path / "missing.pt", photo)
 
 
 def test_asff_weights_refuses_what_is_not_an_asff_detector(det_file: Path, photo: Path, tmp_path: Path) -> None:
@@ -567,7 +584,7 @@ def test_trusted_model_without_asff_is_refused(photo: Path, tmp_path: Path) -> N
 
 
 def test_category_overlay_and_boxes_keep_the_picture_size() -> None:
-    from attnviz.render.detection import LEVEL_COLORS, category_overlay, draw_boxes, level_share_chart
+    from attnviz.detection.drawing import LEVEL_COLORS, category_overlay, draw_boxes, level_share_chart
 
     photo = Image.new("RGB", (40, 30), (200, 100, 50))
     labels = np.zeros((30, 40), dtype=int)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from attnviz.cli.app import app
-from attnviz.pipeline import load_model
+from attnviz.loading import load_native as load_model
 
 runner = CliRunner()
 TINY = [

@@ -6,6 +6,8 @@ connection fail, so nothing here can touch the network.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import io
 import json
 import pathlib
@@ -25,7 +27,8 @@ from typer.testing import CliRunner
 
 from attnviz.capture import capture
 from attnviz.cli.app import app
-from attnviz.models.foreign import ForeignTap, attach_taps, detach_taps
+from attnviz.models.foreign.recognise import attach_taps
+from attnviz.models.foreign.taps import ForeignTap, detach_taps
 
 timm = pytest.importorskip("timm")
 
@@ -600,3 +603,46 @@ def test_bad_model_options_one_line(photo: Path, tmp_path: Path, args: list[str]
     exit_code, _, err = run(*[str(photo) if a == "IMG" else a for a in args], *FAST, *where)
     one_line_error(exit_code, err, code, needle)
     assert not out_dir.exists()
+
+
+# ------------------------------------------------------------------------------------------------ the package
+
+REEXPORTED = {
+    "taps": ("TAP_PREFIX", "TapSpec", "ForeignTap", "detach_taps"),
+    "recognise": ("ForeignReport", "attach_taps"),
+    "zoo": (
+        "ForeignModel",
+        "parse_model_spec",
+        "file_slug",
+        "torchvision_model",
+        "timm_model",
+        "reachable",
+        "model_file",
+        "module_from_checkpoint",
+    ),
+}
+
+
+@pytest.mark.parametrize(("module", "names"), REEXPORTED.items())
+def test_package_reexports_the_names_the_rest_of_attnviz_imports(module: str, names: tuple[str, ...]) -> None:
+    package = importlib.import_module("attnviz.models.foreign")
+    home = importlib.import_module(f"attnviz.models.foreign.{module}")
+    for name in names:
+        assert getattr(package, name) is getattr(home, name), name
+        assert name in package.__all__, name
+
+
+def test_foreign_imports_point_down() -> None:
+    """models/foreign imports neither the CLI, the pipeline nor training, not even inside a function."""
+    upper = ("attnviz.cli", "attnviz.pipeline", "attnviz.training")
+    package = importlib.import_module("attnviz.models.foreign")
+    for path in sorted(Path(package.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert not any(name == up or name.startswith(up + ".") for up in upper), f"{path.name}: {name}"

@@ -16,12 +16,12 @@ from attnviz.images import (
     MODES,
     Geometry,
     cell_centre_to_original,
-    load_image,
     map_to_original,
     original_to_cell,
     preprocess,
     preprocess_batch,
 )
+from attnviz.io.photos import load_image
 
 SHAPES = {"square": (200, 200), "wide": (300, 120), "tall": (120, 300)}
 GRIDS = [(224, 7, 7), (100, 5, 3)]  # (input size, grid_h, grid_w); 100 / 3 is not a whole number of pixels

@@ -50,7 +50,7 @@ def _check_entry(entry: dict) -> None:
 def _check_detector(path: Path, entry: dict) -> None:
     import torch
 
-    from attnviz.models.detector import detector_from_checkpoint
+    from attnviz.detection.files import detector_from_checkpoint
 
     assert path.stat().st_size <= 30 * 2**20
     contents = torch.load(path, map_location="cpu", weights_only=True)  # no code runs to read it

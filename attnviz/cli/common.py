@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
-from attnviz.errors import AttnvizError
+from attnviz.errors import AttnvizError, cli_spelling
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,7 +42,8 @@ def guarded(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with cli_spelling():
+                return command(*args, **kwargs)
         except AttnvizError as exc:
             raise fail(exc) from None
         except KeyboardInterrupt:

@@ -10,8 +10,7 @@ import typer
 from attnviz.cli import options as opt
 from attnviz.cli.common import guarded, report
 from attnviz.errors import UsageError
-
-KINDS = ("coordinate",)
+from attnviz.options import KINDS
 
 
 @guarded
@@ -42,13 +41,9 @@ def coords(
 
     With --model, the coordinate attention of a timm model (e.g. --model timm:resnet18 --timm-attn coord).
     """
-    from attnviz.images import load_image
+    from attnviz import api
+    from attnviz.io.photos import load_image
     from attnviz.io.raw import save_recording
-    from attnviz.pipeline import analyse
-    from attnviz.render.charts import coordinate_panel, figure_to_image
-    from attnviz.render.overlay import grid
-    from attnviz.render.save import save
-    from attnviz.views.common import describe, stage_representatives
 
     block, images = opt.split_positionals(block, [image] if image else [], model, "coords")
     if len(images) != 1:
@@ -57,53 +52,24 @@ def coords(
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     opt.check_out_dir(out_dir)
     if model is None:
-        opt.check_block_kinds(block, KINDS, "coords")
+        opt.check_block_kinds(block, KINDS["coords"], "coords")
     photo = load_image(image)
-    loaded = opt.load(
+    loaded = api.load_for(
+        "coords",
         block,
-        backbone=backbone,
-        stages=stages,
-        pretrained=pretrained,
-        weights=weights,
-        trust=trust,
-        device=device,
-        quiet=as_json,
+        kinds=KINDS["coords"],
         model=model,
-        timm_attn=timm_attn,
         size=size,
-        kinds=KINDS,
-        command="coords",
+        device=device,
+        **opt.model_options(
+            backbone=backbone, stages=stages, pretrained=pretrained, weights=weights, trust=trust, timm_attn=timm_attn
+        ),
     )
-    name = loaded.name
-    analysis = analyse(loaded, image, size=opt.input_size(size, loaded), mode=preprocess, kinds=KINDS, image=photo)
-    by_layer = analysis.recording.by_layer()
-    panels, summary = [], []
-    for layer in stage_representatives(loaded, list(by_layer), every_block=every_block):
-        h_map, w_map = by_layer[layer][:2]
-        a_h, a_w, outer = analysis.coordinate(h_map, w_map)
-        title = describe(h_map, loaded).rsplit(" · ", 1)[0]
-        figure = coordinate_panel(analysis.image, a_h, a_w, outer, cmap=cmap, alpha=alpha, title=title)
-        panels.append(figure_to_image(figure))
-        summary.append(
-            {
-                "layer": layer,
-                "h_shape": list(h_map.shape),
-                "w_shape": list(w_map.shape),
-                "peak_row": int(a_h.argmax()) if a_h.size else None,
-                "peak_col": int(a_w.argmax()) if a_w.size else None,
-            }
-        )
-    written = [
-        save(
-            grid(panels, columns=1 if len(panels) < 3 else 2),
-            opt.output_path(out_dir, image.stem, name, "coords", fmt),
-            fmt,
-        )
-    ]
+    opt.announce(loaded, quiet=as_json)
+    view = api.coords(
+        loaded, image, photo=photo, every_block=every_block, cmap=cmap, alpha=alpha, size=size, preprocess=preprocess
+    )
+    written = view.save(out_dir, fmt)
     if save_raw:
-        written += save_recording(analysis, out_dir / f"{image.stem}_{name}_raw")
-    report(
-        written,
-        {"model": loaded.config.to_dict(), "weights": loaded.source, "image": str(image), "layers": summary},
-        as_json=as_json,
-    )
+        written += save_recording(view.analysis, out_dir / f"{view.stem}_{view.name}_raw")
+    report(written, {"model": loaded.config.to_dict(), "weights": loaded.source, **view.summary}, as_json=as_json)

@@ -13,6 +13,7 @@ from rich.table import Table
 from attnviz.cli import options as opt
 from attnviz.cli.common import err, guarded, out, progress
 from attnviz.errors import UsageError
+from attnviz.options import TRAINABLE_KINDS
 
 
 def _fmt(value: float) -> str:
@@ -67,7 +68,7 @@ def evaluate(
         else:
             _print_summary(results, n)
         return
-    opt.check_block_kinds(block, ("channel", "spatial", "coordinate", "matrix", "selection"), "eval")
+    opt.check_block_kinds(block, TRAINABLE_KINDS, "eval")
     payload = _evaluate_one(block, weights, n, method, tolerance, batch_size, trust, size=size, quiet=as_json)
     if as_json:
         out.print_json(json.dumps(payload))
@@ -100,17 +101,10 @@ def _evaluate_one(
 
     from attnviz.data.datasets import SceneDataset
     from attnviz.evaluate import evaluate as run_eval
+    from attnviz.loading import load
 
-    loaded = opt.load(
-        block,
-        backbone="resnet18",
-        stages=None,  # where the weights put the blocks
-        pretrained=False,
-        weights=weights,
-        trust=trust,
-        device="cpu",
-        quiet=quiet,
-    )
+    loaded = load(block, weights=weights, trust=trust, device="cpu")  # the blocks where the weights put them
+    opt.announce(loaded, quiet=quiet)
     info = loaded.weights_info
     if info is None:
         raise UsageError(

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from attnviz.cli import options as opt
 from attnviz.cli.common import err, guarded, out, progress
-from attnviz.errors import UsageError
 
 
 def _fmt(value: float | None) -> str:
@@ -42,40 +41,30 @@ def eval_det(
     bigger objects draw more on coarse features). The same correlation read from the finest ASFF module, and the
     mean level shares per object size, come with it.
     """
-    from torch.utils.data import DataLoader
+    from attnviz.detection.checks import check_scene_options, detector_file
 
-    from attnviz.asff_analysis import describe_detector
-    from attnviz.data.datasets import DetectionDataset, collate_detection
-    from attnviz.errors import UntrustedCheckpointError
-    from attnviz.evaluate_det import evaluate_detector
-    from attnviz.io.shipped import detector_path
-    from attnviz.models.detector import detector_from_checkpoint, load_detector_file
-    from attnviz.pipeline import resolve_device
+    check_scene_options(n=n, score=score, batch_size=batch_size, max_objects=max_objects)
+    det = detector_file(det)
 
-    if n < 1 or batch_size < 1 or max_objects < 1:
-        raise UsageError("--n, --batch-size and --max-objects must be at least 1")
-    if not 0.0 <= score <= 1.0:
-        raise UsageError(f"--score must be in 0..1, got {score}")
-    hint = "eval-det scores detectors written by attnviz fit-det, on its scenes"
-    det = detector_path(det)
-    try:
-        contents, not_detector = load_detector_file(det)
-    except UntrustedCheckpointError:
-        raise UsageError(f"{det} is a pickled model, not an attnviz detector file", hint) from None
-    if not_detector is not None or not isinstance(contents, dict):
-        raise UsageError(not_detector or f"{det} is not an attnviz detector file", hint)
-    model, metrics = detector_from_checkpoint(contents, str(det))
-    target = resolve_device(device)
-    model.to(target)
-    source, trained = describe_detector(model.config, det, metrics), bool(metrics.get("epochs"))
+    from attnviz.detection.files import load_detector
+    from attnviz.detection.metrics import score_scenes
+    from attnviz.loading import resolve_device
+
+    loaded = load_detector(det, native=True, device=resolve_device(device))
     if not as_json:
-        err.print(f"[{'dim' if trained else 'yellow'}]detector: {escape(source)}[/]")
-    dataset = DetectionDataset("test", n, model.config.input_size, max_objects=max_objects, augment=False)
-    batches = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_detection)
+        err.print(f"[{'dim' if loaded.trained else 'yellow'}]detector: {escape(loaded.source)}[/]")
     with progress(not as_json) as bar:
         task = bar.add_task("eval-det", total=n)
-        scores = evaluate_detector(model, batches, score=score, device=target, on_batch=lambda k: bar.advance(task, k))
-    result = {"detector": str(det), "source": source, "trained": trained, **scores.to_dict()}
+        scores = score_scenes(
+            loaded.model,
+            n=n,
+            score=score,
+            batch_size=batch_size,
+            max_objects=max_objects,
+            device=loaded.device,
+            on_batch=lambda k: bar.advance(task, k),
+        )
+    result = {"detector": str(det), "source": loaded.source, "trained": loaded.trained, **scores.to_dict()}
     if as_json:
         out.print_json(json.dumps(result))
         return

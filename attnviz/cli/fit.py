@@ -13,6 +13,7 @@ import typer
 from attnviz.cli import options as opt
 from attnviz.cli.common import err, guarded, out, training_interrupted
 from attnviz.errors import UsageError
+from attnviz.options import TRAINABLE_KINDS
 
 if TYPE_CHECKING:
     from attnviz.training.classifier import FitConfig
@@ -82,12 +83,12 @@ def fit(
     BLOCK "none" trains the plain backbone: a shared base that `--base` can start every block from.
     """
     from attnviz.cli.common import progress_columns
-    from attnviz.pipeline import resolve_device
+    from attnviz.loading import resolve_device
     from attnviz.training.classifier import EpochResult, FitConfig
     from attnviz.training.classifier import fit as run_fit
 
     if block != "none":
-        opt.check_block_kinds(block, ("channel", "spatial", "coordinate", "matrix", "selection"), "fit")
+        opt.check_block_kinds(block, TRAINABLE_KINDS, "fit")
     for name, value, low in (
         ("--epochs", epochs, 1),
         ("--batch-size", batch_size, 2),
@@ -124,7 +125,7 @@ def fit(
         seed=seed,
         pretrained=pretrained,
         train_backbone=train_backbone,
-        train_stages=opt.parse_stages(train_stages, "--train-stages") if train_stages is not None else (),
+        train_stages=opt.parse_stages(train_stages, "train_stages") if train_stages is not None else (),
         match_weight=match_weight,
         base=str(base) if base else None,
         workers=workers,

@@ -11,11 +11,10 @@ import typer
 
 from attnviz.cli import options as opt
 from attnviz.cli.common import err, guarded, out, training_interrupted
-from attnviz.errors import UsageError
-from attnviz.models import DETECTOR_BACKBONES
+from attnviz.detection import DETECTOR_BACKBONES
 
 if TYPE_CHECKING:
-    from attnviz.train_det import DetFitConfig
+    from attnviz.detection.train import DetFitConfig
 
 
 @guarded
@@ -61,30 +60,9 @@ def fit_det(
     epoch).
     """
     from attnviz.cli.common import progress_columns
-    from attnviz.pipeline import resolve_device
-    from attnviz.train_det import DetEpochResult, DetFitConfig, base_backbone, fit_detector, load_resumable
+    from attnviz.detection.train import DetEpochResult, DetFitConfig, check_fit, fit_detector
+    from attnviz.loading import resolve_device
 
-    if backbone not in DETECTOR_BACKBONES:
-        choices = ", ".join(DETECTOR_BACKBONES)
-        raise UsageError(f"the detector has no backbone {backbone!r}", f"choose one of: {choices}")
-    for name, value, low in (
-        ("--epochs", epochs, 1),
-        ("--batch-size", batch_size, 2),
-        ("--train-size", train_size, 2),
-        ("--val-size", val_size, 1),
-        ("--size", size, 64),
-        ("--channels", channels, 8),
-        ("--max-objects", max_objects, 1),
-        ("--workers", workers, 0),
-    ):
-        if value < low:
-            raise UsageError(f"{name} must be at least {low}, got {value}")
-    if train_size < batch_size:
-        raise UsageError(f"--train-size ({train_size}) must be at least --batch-size ({batch_size})")
-    if base is not None and pretrained:
-        raise UsageError("--base and --pretrained both give the backbone's starting weights", "pass one of them")
-    if base is not None and not resume:
-        base_backbone(base, backbone)  # a wrong base is refused before the progress bar starts
     config = DetFitConfig(
         backbone=backbone,
         channels=channels,
@@ -102,8 +80,7 @@ def fit_det(
         workers=workers,
         half=half,
     )
-    if resume:  # a checkpoint that does not fit is refused before the progress bar starts
-        load_resumable(out_file, config)
+    check_fit(config, out_file, resume=resume)  # bad options, base or checkpoint: refused before the bar starts
     command = command_line(out_file, config)
     with progress_columns(not as_json, accuracy=False) as bar:
         task = bar.add_task("epoch 1", total=(train_size // batch_size) * batch_size, loss=float("nan"), rate=0.0)

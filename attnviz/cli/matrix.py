@@ -10,8 +10,7 @@ import typer
 from attnviz.cli import options as opt
 from attnviz.cli.common import guarded, report
 from attnviz.errors import UsageError
-
-KINDS = ("matrix",)
+from attnviz.options import KINDS, MATRIX_STAGES
 
 
 @guarded
@@ -50,12 +49,10 @@ def matrix(
 
     Self-attention over every pixel of an early stage is large, so by default blocks go into stages 3 and 4 only.
     """
-    from attnviz.images import load_image
-    from attnviz.maps import matrix_rows
-    from attnviz.pipeline import analyse, check_points
-    from attnviz.render.charts import matrix_heatmaps
-    from attnviz.render.save import save
-    from attnviz.views.common import describe, query_tiles, stage_representatives, tile_grid
+    from attnviz import api
+    from attnviz.io.photos import load_image
+    from attnviz.io.raw import save_recording
+    from attnviz.options import check_points, parse_heads
 
     block, images = opt.split_positionals(block, [image] if image else [], model, "matrix")
     if len(images) != 1:
@@ -64,74 +61,38 @@ def matrix(
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     opt.check_out_dir(out_dir)
     if model is None:
-        opt.check_block_kinds(block, KINDS, "matrix")
-    head_list = _parse_heads(heads)
+        opt.check_block_kinds(block, KINDS["matrix"], "matrix")
+    head_list = parse_heads(heads)
     photo = load_image(image)
     points = [opt.parse_point(q) for q in query] if query else [(photo.width // 2, photo.height // 2)]
     check_points(points, photo.size)
-    loaded = opt.load(
+    loaded = api.load_for(
+        "matrix",
         block,
-        backbone=backbone,
-        stages=stages,
-        default_stages="3,4",
-        pretrained=pretrained,
-        weights=weights,
-        trust=trust,
-        device=device,
-        quiet=as_json,
+        kinds=KINDS["matrix"],
+        default_stages=MATRIX_STAGES,
         model=model,
-        timm_attn=timm_attn,
         size=size,
-        kinds=KINDS,
-        command="matrix",
+        device=device,
+        **opt.model_options(
+            backbone=backbone, stages=stages, pretrained=pretrained, weights=weights, trust=trust, timm_attn=timm_attn
+        ),
     )
-    name = loaded.name
-    analysis = analyse(
+    opt.announce(loaded, quiet=as_json)
+    view = api.matrix(
         loaded,
         image,
-        size=opt.input_size(size, loaded),
-        mode=preprocess,
-        kinds=KINDS,
-        image=photo,
-        query_points=None if heatmaps else points,
+        photo=photo,
+        query=points,
         heads=head_list,
+        heatmaps=heatmaps,
+        every_block=every_block,
+        cmap=cmap,
+        alpha=alpha,
+        size=size,
+        preprocess=preprocess,
     )
-    tiles = query_tiles(analysis, loaded, points, cmap=cmap, alpha=alpha, every_block=every_block)
-    written = []
-    if tiles:
-        written.append(save(tile_grid(tiles), opt.output_path(out_dir, image.stem, name, "matrix", fmt), fmt))
-    drawn = stage_representatives(loaded, analysis.recording.layers(), every_block=every_block)
-    for m in analysis.recording:
-        full = m.queries is None and m.tokens in ("grid", "channel")
-        if m.layer in drawn and full and (heatmaps or m.tokens == "channel"):
-            what = f"heatmap_{m.layer.replace('.', '-')}_{m.label}"
-            unit = "channel" if m.tokens == "channel" else "token"
-            figure = matrix_heatmaps(matrix_rows(m)[0], title=describe(m, loaded), unit=unit)
-            written.append(save(figure, opt.output_path(out_dir, image.stem, name, what, fmt), fmt))
+    written = view.save(out_dir, fmt)
     if save_raw:
-        from attnviz.io.raw import save_recording
-
-        written += save_recording(analysis, out_dir / f"{image.stem}_{name}_raw")
-    report(
-        written,
-        {
-            "model": loaded.config.to_dict(),
-            "weights": loaded.source,
-            "image": str(image),
-            "queries": [list(p) for p in points],
-            "maps": [m.summary() for m in analysis.recording],
-        },
-        as_json=as_json,
-    )
-
-
-def _parse_heads(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        heads = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"--heads must be comma-separated head numbers, got {text!r}", "e.g. --heads 0,2") from None
-    if not heads or min(heads) < 0:
-        raise UsageError(f"--heads must list head numbers from 0 up, got {text!r}")
-    return heads
+        written += save_recording(view.analysis, out_dir / f"{view.stem}_{view.name}_raw")
+    report(written, {"model": loaded.config.to_dict(), "weights": loaded.source, **view.summary}, as_json=as_json)

@@ -9,16 +9,25 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from attnviz.blocks.catalog import block_info, block_names
+from attnviz.blocks.catalog import block_names
 from attnviz.errors import UsageError
-from attnviz.models import BACKBONES, STAGES
+from attnviz.models import BACKBONES
+from attnviz.options import (
+    check_alpha,
+    check_block_kinds,
+    check_cmap,
+    check_device,
+    check_preprocess,
+    check_size,
+    parse_point,
+    parse_stages,
+)
+from attnviz.render.save import FORMATS
 
 if TYPE_CHECKING:
-    from attnviz.pipeline import LoadedModel
+    from attnviz.loading import LoadedModel
 
-PREPROCESS_MODES = ("resize", "crop", "letterbox")
-FORMATS = ("png", "svg", "pdf")
-DEVICES = ("auto", "cpu", "cuda")
+__all__ = ["check_block_kinds", "parse_point", "parse_stages"]  # the library's checks, re-exported for the commands
 
 BlockArg = Annotated[
     str, typer.Argument(help=f"Attention block: {', '.join(block_names(backbone_only=True))}.", show_default=False)
@@ -88,45 +97,18 @@ SaveRawOpt = Annotated[
 ]
 
 
-def parse_stages(text: str, flag: str = "--stages") -> tuple[int, ...]:
-    """ "1,2,3" -> (1, 2, 3), with one-line errors (naming `flag`) for anything else."""
-    try:
-        stages = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise UsageError(f"{flag} must be comma-separated numbers, got {text!r}", f"e.g. {flag} 2,3,4") from None
-    bad = [s for s in stages if s not in STAGES]
-    if bad or not stages:
-        raise UsageError(f"{flag}: stage {bad[0] if bad else text!r} does not exist", "stages are 1, 2, 3 and 4")
-    return stages
-
-
-def parse_point(text: str) -> tuple[float, float]:
-    """ "120,80" -> (120.0, 80.0)."""
-    try:
-        x, y = (float(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(f"--query must be X,Y in pixels of the image, got {text!r}", "e.g. --query 120,80") from None
-    return x, y
-
-
 def check_common(
     *, size: int | None, preprocess: str, fmt: str, alpha: float, device: str, cmap: str | None = None
 ) -> None:
     """Validate the options every drawing command shares, before any heavy work starts."""
-    if size is not None and not 16 <= size <= 4096:
-        raise UsageError(f"--size must be between 16 and 4096 pixels, got {size}")
-    if preprocess not in PREPROCESS_MODES:
-        raise UsageError(f"unknown --preprocess {preprocess!r}", f"choose one of: {', '.join(PREPROCESS_MODES)}")
+    check_size(size)
+    check_preprocess(preprocess)
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}", f"choose one of: {', '.join(FORMATS)}")
-    if not 0.0 <= alpha <= 1.0:
-        raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
-    if device not in DEVICES:
-        raise UsageError(f"unknown --device {device!r}", f"choose one of: {', '.join(DEVICES)}")
+    check_alpha(alpha)
+    check_device(device)
     if cmap is not None:
-        from attnviz.render.overlay import colormap_lut
-
-        colormap_lut(cmap)
+        check_cmap(cmap)
 
 
 def check_out_dir(out: Path) -> None:
@@ -144,55 +126,6 @@ def check_out_dir(out: Path) -> None:
         raise UsageError(f"cannot create output directory {out}", f"{existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write to output directory {out}", f"{existing} is not writable")
-
-
-COMMAND_FOR_KIND = {
-    "channel": "channels",
-    "selection": "channels",
-    "spatial": "show",
-    "coordinate": "coords",
-    "matrix": "matrix",
-}
-"""The command that draws each kind of attention."""
-
-
-def check_block_kinds(block: str, wanted: tuple[str, ...], command: str) -> None:
-    """Refuse early when `block` emits none of the kinds a command draws, naming the command that fits."""
-    info = block_info(block)
-    if not info.fits_backbone:
-        raise UsageError(
-            f"block {block!r} does not fit inside a backbone",
-            f"blocks that fit: {', '.join(block_names(backbone_only=True))}",
-        )
-    if set(info.kinds) & set(wanted):
-        return
-    better = sorted({COMMAND_FOR_KIND[k] for k in info.kinds if k in COMMAND_FOR_KIND})
-    kinds = ", ".join(dict.fromkeys(info.kinds))
-    raise UsageError(
-        f"block {block!r} emits {kinds} attention, which `attnviz {command}` does not draw",
-        f"try: {' or '.join(f'attnviz {b} {block}' for b in better)}" if better else None,
-    )
-
-
-def check_model_kinds(loaded: LoadedModel, model: str, wanted: tuple[str, ...], command: str) -> None:
-    """Refuse a --model whose recognised attention (in the chosen stages) has none of the kinds `command` draws."""
-    report = loaded.foreign
-    if report is None:
-        return
-    layers = set(loaded.model.attnviz_blocks)
-    kinds = list(dict.fromkeys(k for m in report.recognised if m.path in layers for k in m.kinds))
-    if set(kinds) & set(wanted):
-        return
-    if not kinds:
-        raise UsageError(
-            f"no attention module of {model} was recognised in the chosen stages",
-            f"attnviz inspect --model {model} lists what it holds",
-        )
-    better = sorted({COMMAND_FOR_KIND[k] for k in kinds if k in COMMAND_FOR_KIND})
-    raise UsageError(
-        f"{model} holds {', '.join(kinds)} attention, which `attnviz {command}` does not draw",
-        f"try: {' or '.join(f'attnviz {b} --model {model}' for b in better)}" if better else None,
-    )
 
 
 def split_positionals(
@@ -213,119 +146,30 @@ def split_positionals(
     return None, [Path(block), *rest]
 
 
-def load(
-    block: str | None,
+def model_options(
     *,
     backbone: str,
     stages: str | None,
     pretrained: bool,
     weights: Path | None,
     trust: bool,
-    device: str,
-    quiet: bool,
-    model: str | None = None,
-    timm_attn: str | None = None,
-    size: int | None = None,
-    kinds: tuple[str, ...] = (),
-    command: str = "",
-    layer: int | None = None,
-    default_stages: str = "1,2,3,4",
-) -> LoadedModel:
-    """Build the model the options describe and say, in one line on stderr, where its weights came from.
+    timm_attn: str | None,
+) -> dict[str, Any]:
+    """The model options of a drawing command, as `attnviz.load` takes them."""
+    return {
+        "backbone": backbone,
+        "stages": stages,
+        "pretrained": pretrained,
+        "weights": weights,
+        "trust": trust,
+        "timm_attn": timm_attn,
+    }
 
-    With `model` (--model) the model is torchvision's, timm's or a file's, with taps on its own attention modules;
-    `size` is then the input side of the dummy forward that finds their stages, and the model is refused (before
-    anything is printed) when its recognised attention has none of `kinds`, or no module in stage `layer`.
 
-    `stages` None means `default_stages`; when weights place the block themselves (an attnviz weights file or the
-    demo weights), stages the user names must be among theirs and only those are drawn.
-    """
+def announce(loaded: LoadedModel, *, quiet: bool) -> None:
+    """Say, in one line on stderr, where the model's weights came from (yellow when they are untrained)."""
     from attnviz.cli.common import err
-    from attnviz.pipeline import load_foreign, load_model
 
-    explicit = stages is not None
-    stages = stages if stages is not None else default_stages
-
-    if model is not None:
-        loaded = load_foreign(
-            model,
-            block=block,
-            backbone=backbone,
-            stages=parse_stages(stages),
-            pretrained=pretrained,
-            weights=weights,
-            trust=trust,
-            timm_attn=timm_attn,
-            device=device,
-            size=size or 224,
-        )
-        if kinds:
-            check_model_kinds(loaded, f"{model} --timm-attn {timm_attn}" if timm_attn else model, kinds, command)
-        if layer is not None and layer not in loaded.stages():
-            raise UsageError(
-                f"--layer {layer} is not a stage with recognised attention in {model}",
-                f"stages with attention: {', '.join(map(str, loaded.stages())) or 'none'}",
-            )
-    elif timm_attn is not None:
-        raise UsageError("--timm-attn goes with --model timm:NAME", "e.g. --model timm:resnet18 --timm-attn cbam")
-    else:
-        assert block is not None
-        loaded = load_model(
-            block,
-            backbone=backbone,
-            stages=parse_stages(stages),
-            pretrained=pretrained,
-            weights=weights,
-            trust=trust,
-            device=device,
-        )
-        _pick_stages(loaded, block, parse_stages(stages) if explicit else None, layer)
     if not quiet:
         style = "dim" if loaded.trained else "yellow"
         err.print(f"[{style}]model: {escape(loaded.source)}[/]")
-    return loaded
-
-
-def _pick_stages(loaded: LoadedModel, block: str, asked: tuple[int, ...] | None, layer: int | None) -> None:
-    """Narrow what is drawn to the stages asked for, which must hold blocks; check `layer` (--layer) the same way."""
-    have = loaded.stages()
-    listed = ", ".join(map(str, have))
-    if asked is not None and loaded.weights_info is not None:
-        missing = [s for s in asked if s not in have]
-        if missing:
-            raise UsageError(
-                f"--stages {missing[0]}: the weights {loaded.weights_info.path.name} put {block} in stages {listed}"
-                " only",
-                f"pick from {listed}, or leave --stages out to draw them all",
-            )
-        loaded.shown = tuple(asked)
-    if layer is not None and layer not in loaded.stages():
-        raise UsageError(
-            f"--layer {layer} is not a stage with {block} blocks",
-            f"stages with blocks{' picked by --stages' if loaded.shown else ''}: {', '.join(map(str, loaded.stages()))}"
-            + ("" if loaded.weights_info else " (set them with --stages)"),
-        )
-
-
-def input_size(size: int | None, loaded: LoadedModel) -> int:
-    """--size if given, else the size the weights were trained at, else 224."""
-    return size or loaded.input_size or 224
-
-
-def output_path(out: Path, stem: str, block: str, what: str, fmt: str) -> Path:
-    return out / f"{stem}_{block}_{what}.{fmt}"
-
-
-def jsonable(value: Any) -> Any:
-    """Paths and numpy scalars made JSON-friendly."""
-    import numpy as np
-
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value

@@ -13,8 +13,7 @@ from rich.markup import escape
 from attnviz.cli import options as opt
 from attnviz.cli.common import err, guarded, out, progress
 from attnviz.errors import ImageError, UsageError
-
-SPATIAL_KINDS = ("spatial", "coordinate", "level")
+from attnviz.options import KINDS
 
 
 @guarded
@@ -55,12 +54,11 @@ def show(
 
     With --model, the spatial attention of a torchvision or timm model, or of your own model file, instead.
     """
-    from attnviz.cam import cam_for_layer, check_cam
-    from attnviz.images import load_image
+    from attnviz import api
+    from attnviz.analysis import image_paths
+    from attnviz.cam import check_cam
+    from attnviz.io.photos import load_image
     from attnviz.io.raw import save_recording
-    from attnviz.pipeline import analyse, image_paths
-    from attnviz.render.save import save
-    from attnviz.views.common import show_picture, spatial_rows
 
     block, images = opt.split_positionals(block, images or [], model, "show")
     if not images:
@@ -68,36 +66,28 @@ def show(
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     opt.check_out_dir(out_dir)
     if model is None:
-        opt.check_block_kinds(block, SPATIAL_KINDS, "show")
+        opt.check_block_kinds(block, KINDS["show"], "show")
     cam = check_cam(cam) if cam else None
     paths = image_paths(images)
     first = load_image(paths[0])  # a bad first image fails before the model is built
-    loaded = opt.load(
+    loaded = api.load_for(
+        "show",
         block,
-        backbone=backbone,
-        stages=stages,
-        pretrained=pretrained,
-        weights=weights,
-        trust=trust,
-        device=device,
-        quiet=as_json,
+        kinds=KINDS["show"],
         model=model,
-        timm_attn=timm_attn,
         size=size,
-        kinds=SPATIAL_KINDS,
-        command="show",
+        device=device,
+        **opt.model_options(
+            backbone=backbone, stages=stages, pretrained=pretrained, weights=weights, trust=trust, timm_attn=timm_attn
+        ),
     )
-    name = loaded.name
-    cams = (
-        {stage: cam_for_layer(loaded.model, module, cam) for stage, module in loaded.stage_outputs().items()}
-        if cam
-        else None
-    )
+    opt.announce(loaded, quiet=as_json)
+    style = {"every_block": every_block, "contour": contour, "colorbar": colorbar, "cam": cam, "cmap": cmap}
     results, skipped = [], []
     # PNG encoding releases the GIL, so pictures are written on a second thread while the next photo runs.
     with progress(len(paths) > 1 and not as_json) as bar, ThreadPoolExecutor(max_workers=1) as writer:
         task = bar.add_task("show", total=len(paths))
-        pending: list[tuple[Future[Path], dict[str, object]]] = []
+        pending: list[tuple[Future[list[Path]], dict[str, object]]] = []
         for index, path in enumerate(paths):
             try:
                 photo = first if index == 0 else load_image(path)
@@ -108,26 +98,14 @@ def show(
                 err.print(f"[yellow]skipped {escape(str(path))}: {escape(exc.message)}[/]")
                 bar.advance(task)
                 continue
-            analysis = analyse(
-                loaded, path, size=opt.input_size(size, loaded), mode=preprocess, kinds=SPATIAL_KINDS, image=photo
-            )
-            rows = spatial_rows(
-                analysis,
-                loaded,
-                every_block=every_block,
-                cmap=cmap,
-                alpha=alpha,
-                contour=contour,
-                colorbar=colorbar,
-                cams=cams,
-                cam_name=cam or "CAM",
-            )
-            target = opt.output_path(out_dir, path.stem, name, "show", fmt)
-            result: dict[str, object] = {"image": str(path), "maps": [m.summary() for m in analysis.recording]}
+            view = api.show(loaded, path, photo=photo, size=size, preprocess=preprocess, alpha=alpha, **style)
+            result: dict[str, object] = dict(view.summary)
             result["raw"] = (
-                [str(p) for p in save_recording(analysis, out_dir / f"{path.stem}_{name}_raw")] if save_raw else []
+                [str(p) for p in save_recording(view.analysis, out_dir / f"{view.stem}_{view.name}_raw")]
+                if save_raw
+                else []
             )
-            pending.append((writer.submit(save, show_picture(analysis, rows), target, fmt), result))
+            pending.append((writer.submit(view.save, out_dir, fmt), result))
             _collect(pending, results, quiet=as_json, keep=2)
             bar.advance(task)
         _collect(pending, results, quiet=as_json, keep=0)
@@ -142,13 +120,18 @@ def show(
 
 
 def _collect(
-    pending: list[tuple[Future[Path], dict[str, object]]], results: list[dict[str, object]], *, quiet: bool, keep: int
+    pending: list[tuple[Future[list[Path]], dict[str, object]]],
+    results: list[dict[str, object]],
+    *,
+    quiet: bool,
+    keep: int,
 ) -> None:
     """Report finished writes oldest first, waiting until at most `keep` are still running."""
     while pending and (len(pending) > keep or pending[0][0].done()):
         future, result = pending.pop(0)
         written = future.result()
-        result["files"] = [str(written), *result.pop("raw")]  # type: ignore[misc]
+        result["files"] = [*map(str, written), *result.pop("raw")]  # type: ignore[misc]
         results.append(result)
         if not quiet:
-            err.print(f"wrote {written}", markup=False)
+            for path in written:
+                err.print(f"wrote {path}", markup=False)

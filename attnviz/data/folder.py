@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import Dataset
 
 from attnviz.errors import UsageError
-from attnviz.images import load_image, preprocess
+from attnviz.images import preprocess
+from attnviz.io.photos import IMAGE_SUFFIXES, load_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 VALIDATION_SHARE = 10  # percent
 
 

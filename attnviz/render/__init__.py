@@ -10,13 +10,13 @@ from __future__ import annotations
 from attnviz.render.charts import (
     channel_bars,
     channel_small_multiples,
-    coordinate_panel,
     figure_to_image,
-    matrix_heatmaps,
     normalised_entropy,
     selection_chart,
 )
-from attnviz.render.overlay import caption_tile, colorize, colormap_lut, desaturate, grid, mark_point, overlay
+from attnviz.render.layout import caption_tile, grid
+from attnviz.render.overlay import colorize, colormap_lut, desaturate, mark_point, overlay
+from attnviz.render.panels import coordinate_panel, matrix_heatmaps
 from attnviz.render.save import FORMATS, save
 
 __all__ = [

@@ -10,15 +10,14 @@ are drawn as the photo washed out to grey, with no heat, so "not seen" never rea
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import math
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from attnviz.errors import UsageError
+from attnviz.render.text import load_font, text_size
 
 # Suggested when a colormap name is unknown; any matplotlib colormap works.
 COMMON_CMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "gray", "coolwarm")
@@ -118,39 +117,6 @@ def desaturate(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.round(faded).astype(np.uint8), "L").convert("RGB")
 
 
-@lru_cache(maxsize=1)
-def _unicode_font_file() -> str | None:
-    """DejaVu Sans as shipped inside matplotlib (found without importing it), or None."""
-    spec = importlib.util.find_spec("matplotlib")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(root) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
-        if candidate.is_file():
-            return str(candidate)
-    return None
-
-
-@lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """A font `size` px tall.
-
-    DejaVu Sans (from matplotlib's data) first: Pillow's built-in Aileron has no glyphs for the "—", "…",
-    "×" and Greek letters that layer names and captions use. Then Pillow's default, then its bitmap font.
-    """
-    size = max(8, int(size))
-    path = _unicode_font_file()
-    try:
-        if path is not None:
-            return ImageFont.truetype(path, size)
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):  # pragma: no cover - Pillow < 10.1 or no FreeType
-        return ImageFont.load_default()
-
-
-def _text_size(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str) -> tuple[int, int]:
-    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
-    return right - left, bottom - top
-
-
 def _format_value(value: float) -> str:
     return f"{value:.3g}"
 
@@ -206,7 +172,7 @@ def _draw_contours(pixels: np.ndarray, scaled: np.ndarray, seen: np.ndarray) -> 
 
 def _colorbar(height: int, cmap: str, lo: float, hi: float) -> Image.Image:
     """A white strip with a vertical colour bar (max at the top) and its min/max labels, `height` px tall."""
-    font = _font(max(10, min(28, height // 16)))
+    font = load_font(max(10, min(28, height // 16)))
     constant = not hi > lo
     if not math.isfinite(lo):
         labels = ["nothing\nseen"]
@@ -214,7 +180,7 @@ def _colorbar(height: int, cmap: str, lo: float, hi: float) -> Image.Image:
         labels = [f"constant\n{_format_value(lo)}"]
     else:
         labels = [_format_value(hi), _format_value(lo)]
-    text_w = max(_text_size(font, line)[0] for label in labels for line in label.splitlines())
+    text_w = max(text_size(font, line)[0] for label in labels for line in label.splitlines())
     margin = max(4, height // 40)
     bar_w = max(10, height // 18)
     strip = Image.new("RGB", (margin + bar_w + margin + text_w + margin, height), "white")
@@ -303,113 +269,6 @@ def overlay(
         widened.paste(bar, (result.width, 0))
         result = widened
     return result
-
-
-def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:
-    """Greedy word wrap of `text` into lines no wider than `width` px (a single long word is cut with '…')."""
-    lines: list[str] = []
-    for paragraph in text.splitlines() or [""]:
-        line = ""
-        for word in paragraph.split():
-            candidate = f"{line} {word}" if line else word
-            if _text_size(font, candidate)[0] <= width or not line:
-                line = candidate
-            else:
-                lines.append(line)
-                line = word
-        lines.append(line)
-    fitted = []
-    for line in lines:
-        while len(line) > 1 and _text_size(font, line)[0] > width:
-            line = line[:-2] + "…"
-        fitted.append(line)
-    return fitted
-
-
-def caption_tile(image: Image.Image, caption: str, *, width: int | None = None) -> Image.Image:
-    """The image with a white caption strip above it.
-
-    Args:
-        image: The tile (any mode; returned as RGB).
-        caption: Text; wrapped to the tile's width, explicit newlines kept.
-        width: Scale the tile to this width first (keeping its aspect ratio).
-
-    Returns:
-        An RGB image as wide as the (scaled) tile, taller by the caption strip.
-    """
-    tile = image.convert("RGB")
-    if width is not None and width != tile.width:
-        height = max(1, round(tile.height * width / tile.width))
-        tile = tile.resize((width, height), Image.Resampling.LANCZOS)
-    font_size = max(11, min(40, round(tile.width / 16)))
-    font = _font(font_size)
-    margin = max(3, font_size // 3)
-    lines = _wrap(caption, font, tile.width - 2 * margin)
-    line_height = round(font_size * 1.25)
-    strip_height = margin * 2 + line_height * len(lines)
-    out = Image.new("RGB", (tile.width, strip_height + tile.height), "white")
-    draw = ImageDraw.Draw(out)
-    for i, line in enumerate(lines):
-        draw.text((margin, margin + i * line_height), line, fill="black", font=font)
-    out.paste(tile, (0, strip_height))
-    return out
-
-
-def grid(
-    tiles: list[Image.Image],
-    columns: int | None = None,
-    *,
-    pad: int = 4,
-    background: str | RGB = "white",
-) -> Image.Image:
-    """Lay tiles out row by row.
-
-    Tiles may differ in size: each is scaled (aspect kept) to the median tile height first, and every column
-    is as wide as its widest tile (tiles are centred in their cell).
-
-    Args:
-        tiles: Images (any mode; transparency is flattened onto `background`).
-        columns: Tiles per row (default: about a square grid, ceil(sqrt(n))).
-        pad: Pixels between tiles and around the border.
-        background: Fill colour.
-
-    Returns:
-        An RGB image.
-
-    Raises:
-        ValueError: no tiles, or `columns` < 1.
-    """
-    if not tiles:
-        raise ValueError("grid needs at least one tile")
-    columns = columns or math.ceil(math.sqrt(len(tiles)))
-    if columns < 1:
-        raise ValueError(f"columns must be at least 1, got {columns}")
-    height = int(np.median([t.height for t in tiles]))
-    scaled = [_scale_to_height(_flatten(t, background), height) for t in tiles]
-    rows = math.ceil(len(scaled) / columns)
-    col_widths = [max(t.width for t in scaled[c::columns]) for c in range(min(columns, len(scaled)))]
-    out = Image.new(
-        "RGB", (sum(col_widths) + pad * (len(col_widths) + 1), rows * height + pad * (rows + 1)), background
-    )
-    for i, tile in enumerate(scaled):
-        row, col = divmod(i, columns)
-        x = pad + sum(col_widths[:col]) + col * pad + (col_widths[col] - tile.width) // 2
-        out.paste(tile, (x, pad + row * (height + pad)))
-    return out
-
-
-def _scale_to_height(tile: Image.Image, height: int) -> Image.Image:
-    if tile.height == height:
-        return tile
-    return tile.resize((max(1, round(tile.width * height / tile.height)), height), Image.Resampling.LANCZOS)
-
-
-def _flatten(tile: Image.Image, background: str | RGB) -> Image.Image:
-    if tile.mode in ("RGBA", "LA", "PA") or (tile.mode == "P" and "transparency" in tile.info):
-        rgba = tile.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, background)
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return tile.convert("RGB")
 
 
 def mark_point(

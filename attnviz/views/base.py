@@ -37,6 +37,9 @@ class Style:
     colorbar: bool = False
 
 
+DEFAULT_STYLE = Style()
+
+
 @dataclass
 class View:
     """The pictures a drawing command makes of one image, and what it found.
@@ -47,12 +50,14 @@ class View:
         summary: JSON-ready facts about the maps (the CLI's `--json` result for this image).
         name: The model's piece of the file names (the block, or a slug of the model spec).
         stem: The image's piece of the file names (its file name without suffix).
+        analysis: The analysed image the pictures were drawn from (its maps: `view.analysis.recording`).
     """
 
     pictures: dict[str, Picture]
     summary: dict[str, Any]
     name: str
     stem: str
+    analysis: Any = field(default=None, repr=False)
     _images: dict[str, Image.Image] = field(default_factory=dict, repr=False)
 
     def file_name(self, what: str, fmt: str = "png") -> str:

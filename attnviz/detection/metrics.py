@@ -11,6 +11,9 @@
   object at the highest resolution) is reported beside it. Ties get average ranks; fewer than three objects or a
   constant variable give NaN with the reason.
 - Mean level shares per size bucket (small / medium / large, the level each object is assigned to).
+
+`score_scenes` scores a detector on held-out procedural scenes (what `attnviz eval-det` reports);
+`score_batches` on any batches of (images, targets).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnviz.models.detector import SIZE_BUCKETS, Detector, assign_level, decode
+from attnviz.detection.checks import check_scene_options
+from attnviz.detection.model import SIZE_BUCKETS, Detector, assign_level, decode
 
 COARSEST = 2
 
@@ -158,7 +162,7 @@ def mean_in_box(planes: np.ndarray, box: Sequence[float], input_size: tuple[int,
 
 @dataclass
 class DetectorScores:
-    """What `evaluate_detector` measured."""
+    """What `score_batches` measured."""
 
     images: int = 0
     objects: int = 0
@@ -171,6 +175,8 @@ class DetectorScores:
     level_shares: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, NaN as None (the `--json` result of eval-det, less the detector)."""
+
         def number(value: float) -> float | None:
             return None if math.isnan(value) else round(value, 4)
 
@@ -193,7 +199,7 @@ class DetectorScores:
         }
 
 
-def evaluate_detector(
+def score_batches(
     model: Detector,
     batches: Iterable[tuple[torch.Tensor, list[dict[str, torch.Tensor]]]],
     *,
@@ -249,3 +255,37 @@ def evaluate_detector(
         if values
     }
     return scores
+
+
+def score_scenes(
+    model: Detector,
+    *,
+    n: int = 200,
+    score: float = 0.01,
+    batch_size: int = 16,
+    max_objects: int = 6,
+    device: torch.device | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> DetectorScores:
+    """Score `model` on `n` held-out scenes (the test split, never trained on) at its training input size.
+
+    Args:
+        model: The detector, on `device`.
+        n: Scenes to score.
+        score: Lowest detection score counted for the mAP.
+        batch_size: Scenes per forward pass.
+        max_objects: Most objects in one scene.
+        device: Where the model runs (CPU when None).
+        on_batch: Called with the number of scenes after every batch.
+
+    Raises:
+        UsageError: a count below 1 or a score outside 0..1 (`attnviz.detection.checks.check_scene_options`).
+    """
+    from torch.utils.data import DataLoader
+
+    from attnviz.data.datasets import DetectionDataset, collate_detection
+
+    check_scene_options(n=n, score=score, batch_size=batch_size, max_objects=max_objects)
+    dataset = DetectionDataset("test", n, model.config.input_size, max_objects=max_objects, augment=False)
+    batches = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_detection)
+    return score_batches(model, batches, score=score, device=device, on_batch=on_batch)

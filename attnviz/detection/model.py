@@ -17,22 +17,18 @@ fusion; Zhou, Wang, Krähenbühl. "Objects as Points" (CenterNet), arXiv 2019 (a
 Cell (i, j) of an h x w level covers input pixels [j*sx, (j+1)*sx) x [i*sy, (i+1)*sy) with sx = W / w, sy = H / h,
 as everywhere in attnviz, so odd and non-square inputs decode correctly. Each object is the target of exactly one
 level, chosen by the longer side of its box: below `4 * stride` of level 0 (32 px at stride 8) it is small (level 0),
-below `4 * stride` of level 1 (64 px) medium (level 1), else large (level 2). Training is in `detector_loss.py`.
+below `4 * stride` of level 1 (64 px) medium (level 1), else large (level 2). Its targets and loss are in `loss.py`.
 
 `config.asff = False` builds the same detector without the ASFF modules (each head reads its PAN level): the
 ablation baseline, and a detector in which asff-weights finds nothing to draw.
 
-A detector file (det.pt) is a plain dict that `torch.load(weights_only=True)` reads:
-    {"config": DetectorConfig.to_dict() (with "format": "attnviz-detector/1"), "state_dict": {...},
-     "classes": [...], "metrics": {...}, "training": {... the fit-det options and command ...}}
+Detector files (det.pt: the config, weights, class names and metrics) are read and written in `files.py`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,10 +38,11 @@ from torch import nn
 from attnviz.blocks.asff import ASFF, fit_to_size
 from attnviz.blocks.base import ConvNormAct, divisor_at_most
 from attnviz.blocks.fpn import FPN
-from attnviz.errors import CheckpointError, UsageError
-from attnviz.models import DETECTOR_BACKBONES, DETECTOR_STRIDES
+from attnviz.detection import DETECTOR_BACKBONES, DETECTOR_STRIDES
+from attnviz.errors import UsageError
 
 FORMAT = "attnviz-detector/1"
+"""The "format" of the config in a detector file."""
 STRIDES = DETECTOR_STRIDES
 SIZE_BUCKETS = ("small", "medium", "large")
 HEATMAP_PRIOR = 0.01  # initial centre probability of every cell (RetinaNet's prior for the focal loss)
@@ -93,6 +90,7 @@ class DetectorConfig:
         self.strides = tuple(self.strides)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values with the file format's tag, as stored in det.pt."""
         data = asdict(self)
         data["strides"] = list(self.strides)
         return {"format": FORMAT, **data}
@@ -340,104 +338,3 @@ def _level_candidates(
     half_w, half_h = log_size[:, 0].exp() * sx / 2, log_size[:, 1].exp() * sy / 2
     boxes = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=-1)
     return boxes, scores, labels, torch.full_like(labels, level)
-
-
-# ----------------------------------------------------------------------------------------------- detector files
-
-
-def detector_checkpoint(
-    model: Detector,
-    *,
-    metrics: dict[str, Any],
-    training: dict[str, Any] | None = None,
-    half: bool = False,
-) -> dict[str, Any]:
-    """The det.pt dict of a detector: plain containers and tensors only, so weights_only loading reads it."""
-    state = {
-        k: (v.detach().to("cpu", torch.float16) if half and v.is_floating_point() else v.detach().cpu()).contiguous()
-        for k, v in model.state_dict().items()
-    }
-    return {
-        "config": model.config.to_dict(),
-        "state_dict": state,
-        "classes": list(model.classes),
-        "metrics": dict(metrics),
-        "training": dict(training or {}),
-    }
-
-
-def is_detector_checkpoint(obj: Any) -> bool:
-    """Whether `obj` (what read_checkpoint returned) is an attnviz detector file or detector training checkpoint."""
-    if not isinstance(obj, dict):
-        return False
-    config = obj.get("detector") if "detector" in obj else obj.get("config")
-    return isinstance(config, dict) and config.get("format") == FORMAT
-
-
-def detector_from_checkpoint(obj: dict[str, Any], source: str) -> tuple[Detector, dict[str, Any]]:
-    """Rebuild the detector a det.pt dict (or a fit-det training checkpoint, `<out>.ckpt`) describes.
-
-    Returns:
-        The detector (eval mode, float32) and its metrics.
-
-    Raises:
-        CheckpointError: the dict is damaged or its weights do not fit its config.
-    """
-    from attnviz.io.checkpoints import apply_state_dict
-
-    training_checkpoint = "detector" in obj
-    config_dict = obj["detector"] if training_checkpoint else obj["config"]
-    try:
-        config = DetectorConfig.from_dict(config_dict)
-    except (UsageError, TypeError) as exc:
-        raise CheckpointError(f"{source} holds a detector config attnviz cannot build ({exc})") from exc
-    state = obj.get("model") if training_checkpoint else obj.get("state_dict")
-    classes = obj.get("classes")
-    if not isinstance(state, dict) or not isinstance(classes, list):
-        raise CheckpointError(f"{source} is a damaged detector file (no state dict or no class names)")
-    model = Detector(config, classes=[str(c) for c in classes])
-    apply_state_dict(model, state, source)
-    metrics = dict(obj.get("metrics") or {})
-    if training_checkpoint:
-        history = obj.get("history") or []
-        metrics = {**(history[-1] if history else {}), "epochs": len(history), "training_checkpoint": True}
-    return model.eval(), metrics
-
-
-def load_detector_file(path: str | os.PathLike[str], *, trust: bool = False) -> tuple[Any, Any]:
-    """Read a file that should hold a detector: (what it holds, why it is not an attnviz detector or None).
-
-    Raises:
-        UsageError: the file is missing.
-        UntrustedCheckpointError: a pickled model without `trust` (nothing from the file has run).
-        CheckpointError: the file is corrupt or truncated.
-    """
-    from attnviz.io.checkpoints import read_checkpoint
-
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"detector file not found: {path}", "check the path, or train one with attnviz fit-det")
-    contents = read_checkpoint(path, trust=trust)
-    return contents, None if is_detector_checkpoint(contents) else _not_a_detector(path, contents)
-
-
-def _not_a_detector(path: Path, contents: Any) -> str | None:
-    """Why `contents` is not an attnviz detector file; None when it is a module (a foreign model to search)."""
-    from attnviz.io.sidecars import read_sidecar
-
-    if isinstance(contents, nn.Module):
-        return None
-    if isinstance(contents, dict) and any(isinstance(contents.get(k), nn.Module) for k in ("model", "ema")):
-        return None
-    try:
-        info = read_sidecar(path)
-    except CheckpointError:
-        info = None
-    if info is not None:
-        what = f"{info.block} on {info.backbone}" if info.block else f"a plain {info.backbone}"
-        return f"{path} holds classifier weights ({what}, per its sidecar), not a detector checkpoint"
-    if isinstance(contents, dict) and isinstance(contents.get("config"), dict) and "block" in contents["config"]:
-        return f"{path} is a classifier training checkpoint (attnviz fit), not a detector checkpoint"
-    if isinstance(contents, dict) and contents and all(isinstance(v, torch.Tensor) for v in contents.values()):
-        return f"{path} is a bare state dict without a detector config, not a detector checkpoint"
-    return f"{path} holds no detector config ({type(contents).__name__}), not a detector checkpoint"

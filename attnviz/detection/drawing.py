@@ -1,8 +1,8 @@
-"""Drawing a detector's fusion weights: categorical level maps, legends, boxes with level shares, share charts.
+"""Drawing a detector's fusion weights: categorical level maps, boxes with level shares, share charts.
 
-Pure functions like the rest of `attnviz.render`: arrays and PIL images in, PIL images or matplotlib Figures out.
 Source levels always use the same three colours (Okabe-Ito blue, bluish green, vermillion: distinct for
-colour-blind readers too), fine to coarse, in every picture and chart.
+colour-blind readers too), fine to coarse, in every picture and chart. Arrays and PIL images in, PIL images or
+matplotlib Figures out, as in `attnviz.render`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw
 
-from attnviz.render.overlay import _font, _text_size, _wrap, colormap_lut, desaturate
+from attnviz.render.layout import RGB
+from attnviz.render.overlay import desaturate
+from attnviz.render.text import load_font, text_size
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-RGB = tuple[int, int, int]
 LEVEL_COLORS: tuple[RGB, RGB, RGB] = ((0, 114, 178), (0, 158, 115), (213, 94, 0))
 BOX_COLOR: RGB = (255, 221, 0)
 
@@ -67,93 +68,6 @@ def category_overlay(
     return Image.fromarray(out, "RGB")
 
 
-def legend(entries: Sequence[tuple[RGB, str]], width: int, *, font_size: int | None = None) -> Image.Image:
-    """A white strip, `width` px wide, with a colour swatch and a label per entry, wrapped onto lines as needed."""
-    size = font_size or max(12, min(28, width // 40))
-    font = _font(size)
-    pad, swatch, gap = size // 2, size, size
-    placed: list[list[tuple[RGB, str, int]]] = [[]]
-    x = pad
-    for colour, text in entries:
-        item = swatch + pad // 2 + _text_size(font, text)[0]
-        if placed[-1] and x + item > width - pad:
-            placed.append([])
-            x = pad
-        placed[-1].append((colour, text, x))
-        x += item + gap
-    line = round(size * 1.5)
-    strip = Image.new("RGB", (width, pad * 2 + line * len(placed)), "white")
-    draw = ImageDraw.Draw(strip)
-    for row, items in enumerate(placed):
-        y = pad + row * line + (line - swatch) // 2
-        for colour, text, left in items:
-            draw.rectangle([left, y, left + swatch, y + swatch], fill=colour, outline="black")
-            draw.text((left + swatch + pad // 2, y + swatch // 2), text, fill="black", font=font, anchor="lm")
-    return strip
-
-
-def text_strip(text: str, width: int, *, font_size: int, color: str | RGB = "black") -> Image.Image:
-    """`text` word-wrapped onto a white strip `width` px wide (explicit newlines kept)."""
-    font = _font(font_size)
-    pad = max(3, font_size // 3)
-    lines = _wrap(text, font, width - 2 * pad)
-    line = round(font_size * 1.3)
-    strip = Image.new("RGB", (width, 2 * pad + line * len(lines)), "white")
-    draw = ImageDraw.Draw(strip)
-    for i, text_line in enumerate(lines):
-        draw.text((pad, pad + i * line + line // 2), text_line, fill=color, font=font, anchor="lm")
-    return strip
-
-
-def captioned(image: Image.Image, caption: str, *, font_size: int) -> Image.Image:
-    """The image under a caption strip of its width (a fixed font size, unlike `caption_tile`'s width-bound one)."""
-    return stack([text_strip(caption, image.width, font_size=font_size), image])
-
-
-def text_tile(lines: Sequence[str], size: tuple[int, int], *, font_size: int) -> Image.Image:
-    """A white tile of `size` (width, height) with the lines centred vertically (e.g. a row header of a grid)."""
-    strip = text_strip("\n".join(lines), size[0], font_size=font_size)
-    tile = Image.new("RGB", size, "white")
-    tile.paste(strip, (0, max(0, (size[1] - strip.height) // 2)))
-    return tile
-
-
-def colorbar_strip(
-    cmap: str, width: int, label: str, *, font_size: int, vmin: float = 0.0, vmax: float = 1.0
-) -> Image.Image:
-    """A horizontal colour bar from `vmin` to `vmax` with its end values, led by `label`, on a white strip."""
-    font = _font(font_size)
-    pad = font_size // 2
-    label_w = _text_size(font, label)[0]
-    low, high = f"{vmin:g}", f"{vmax:g}"
-    bar_h = font_size
-    bar_x0 = pad + label_w + pad + _text_size(font, low)[0] + pad // 2
-    bar_x1 = width - pad - _text_size(font, high)[0] - pad // 2
-    strip = Image.new("RGB", (width, bar_h + 2 * pad), "white")
-    draw = ImageDraw.Draw(strip)
-    middle = pad + bar_h // 2
-    draw.text((pad, middle), label, fill="black", font=font, anchor="lm")
-    draw.text((bar_x0 - pad // 2, middle), low, fill="black", font=font, anchor="rm")
-    draw.text((bar_x1 + pad // 2, middle), high, fill="black", font=font, anchor="lm")
-    if bar_x1 > bar_x0:
-        lut = colormap_lut(cmap)
-        ramp = lut[np.round(np.linspace(0, len(lut) - 1, bar_x1 - bar_x0)).astype(np.intp)]
-        strip.paste(Image.fromarray(np.repeat(ramp[None], bar_h, axis=0), "RGB"), (bar_x0, pad))
-        draw.rectangle([bar_x0 - 1, pad - 1, bar_x1, pad + bar_h], outline="black")
-    return strip
-
-
-def stack(images: Sequence[Image.Image], *, background: str = "white") -> Image.Image:
-    """Images one below the other, left-aligned, on a common width."""
-    width = max(im.width for im in images)
-    out = Image.new("RGB", (width, sum(im.height for im in images)), background)
-    y = 0
-    for im in images:
-        out.paste(im.convert("RGB"), (0, y))
-        y += im.height
-    return out
-
-
 def draw_boxes(
     image: Image.Image,
     boxes: Sequence[Sequence[float]],
@@ -179,7 +93,7 @@ def draw_boxes(
     out = image.convert("RGB")
     draw = ImageDraw.Draw(out)
     size = max(11, min(24, round(min(out.size) / 30)))
-    font = _font(size)
+    font = load_font(size)
     width = max(2, round(min(out.size) / 250))
     for box in boxes:
         x0, y0, x1, y1 = (float(v) for v in box)
@@ -190,7 +104,7 @@ def draw_boxes(
     placed: list[tuple[float, float, float, float]] = []
     for i, (box, caption) in enumerate(zip(boxes, captions, strict=True)):  # captions last: no box line crosses one
         x0, y0, _, y1 = (float(v) for v in box)
-        tag_w, tag_h = _text_size(font, caption)[0] + 6, line + bar
+        tag_w, tag_h = text_size(font, caption)[0] + 6, line + bar
         left, top = _label_place(x0, y0, y1, (tag_w, tag_h), out.size, placed)
         placed.append((left, top, left + tag_w, top + tag_h))
         draw.rectangle([left, top, left + tag_w, top + tag_h], fill=(0, 0, 0))
@@ -251,9 +165,9 @@ def level_share_chart(
         title: Figure title.
         note: A line under the bars (e.g. how boxes were bucketed).
     """
-    from attnviz.render.charts import _new_figure
+    from attnviz.render.charts import new_figure
 
-    fig = _new_figure(7.5, 2.2 + 0.7 * len(buckets))
+    fig = new_figure(7.5, 2.2 + 0.7 * len(buckets))
     ax = fig.add_subplot()
     names = [f"{name}\n({count} box{'es' if count != 1 else ''})" for name, count, _ in buckets]
     rows = np.arange(len(buckets))[::-1]

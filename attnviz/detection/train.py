@@ -1,10 +1,10 @@
-"""Fitting the ASFF detector (`attnviz.models.detector`) on procedural detection scenes, with checkpoints.
+"""Fitting the ASFF detector (`attnviz.detection.model`) on procedural detection scenes, with checkpoints.
 
 The same shape as `attnviz.train.fit`: `fit_detector(config, out)` trains on fresh `DetectionDataset` scenes every
 epoch (square, several objects from 8 px to half the image, flipped at random), validates every epoch (loss and
 mAP@0.5 on fixed validation scenes), writes a resumable checkpoint every epoch (`<out>.ckpt`, readable with
 `torch.load(weights_only=True)`, and by `attnviz asff-weights` as a detector), and finally the detector file
-`<out>` (det.pt: {config, state_dict, classes, metrics, training}, see `attnviz.models.detector`). A
+`<out>` (det.pt: {config, state_dict, classes, metrics, training}, see `attnviz.detection.files`). A
 KeyboardInterrupt leaves the checkpoint of the last finished epoch and re-raises. AdamW with a one-cycle schedule
 over all epochs; a resumed run that asks for more epochs stretches what is left.
 """
@@ -21,9 +21,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from attnviz.errors import UsageError
-from attnviz.models.detector import Detector, DetectorConfig, decode, detector_checkpoint
-from attnviz.models.detector_loss import build_targets, detector_loss
+from attnviz.detection import DETECTOR_BACKBONES
+from attnviz.detection.checks import given
+from attnviz.detection.files import detector_checkpoint
+from attnviz.detection.loss import build_targets, detector_loss
+from attnviz.detection.model import Detector, DetectorConfig, decode
+from attnviz.errors import UsageError, option
 from attnviz.training.loop import (
     checkpoint_path,
     epoch_state,
@@ -60,9 +63,11 @@ class DetFitConfig:
     half: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values, as stored in checkpoints and in det.pt's "training"."""
         return asdict(self)
 
     def detector_config(self, num_classes: int) -> DetectorConfig:
+        """The detector this run trains, for `num_classes` classes."""
         return DetectorConfig(
             backbone=self.backbone,
             channels=self.channels,
@@ -76,8 +81,47 @@ RESUME_KEYS = ("backbone", "channels", "size", "max_objects", "asff", "pretraine
 """Options a resumed run must share with its checkpoint (the rest may change, e.g. more epochs)."""
 
 
+FIT_MINIMA = (
+    ("epochs", 1),
+    ("batch_size", 2),
+    ("train_size", 2),
+    ("val_size", 1),
+    ("size", 64),
+    ("channels", 8),
+    ("max_objects", 1),
+    ("workers", 0),
+)
+"""(DetFitConfig field, smallest value) for every count of a detector training run, in the order they are checked."""
+
+
+def check_fit_options(config: DetFitConfig) -> None:
+    """The options of a detector training run that can be checked without reading any file.
+
+    Raises:
+        UsageError: an unknown backbone, a count below its minimum, fewer training scenes than one batch, or both a
+            base and pretrained weights for the backbone.
+    """
+    if config.backbone not in DETECTOR_BACKBONES:
+        choices = ", ".join(DETECTOR_BACKBONES)
+        raise UsageError(f"the detector has no backbone {config.backbone!r}", f"choose one of: {choices}")
+    for keyword, low in FIT_MINIMA:
+        value = getattr(config, keyword)
+        if value < low:
+            raise UsageError(f"{option(keyword)} must be at least {low}, got {value}")
+    if config.train_size < config.batch_size:
+        train, batch = option("train_size"), option("batch_size")
+        raise UsageError(f"{train} ({config.train_size}) must be at least {batch} ({config.batch_size})")
+    if config.base is not None and config.pretrained:
+        raise UsageError(
+            f"{option('base')} and {option('pretrained')} both give the backbone's starting weights",
+            "pass one of them",
+        )
+
+
 @dataclass
 class DetEpochResult:
+    """The losses (training and validation), validation mAP@0.5 and speed of one epoch."""
+
     epoch: int
     train_loss: float
     heatmap_loss: float
@@ -90,11 +134,14 @@ class DetEpochResult:
 
 @dataclass
 class DetFitResult:
+    """The detector file written and the history of every epoch (resumed ones included)."""
+
     weights: Path
     history: list[DetEpochResult] = field(default_factory=list)
 
     @property
     def final(self) -> DetEpochResult:
+        """The last epoch."""
         return self.history[-1]
 
 
@@ -124,7 +171,10 @@ def base_backbone(path: str | os.PathLike[str], backbone: str) -> tuple[dict[str
 
     info = read_sidecar(path)
     if info is not None and info.backbone != backbone:
-        raise UsageError(f"the base {path} is a {info.backbone}, not a {backbone}", f"pass --backbone {info.backbone}")
+        raise UsageError(
+            f"the base {path} is a {info.backbone}, not a {backbone}",
+            f"pass {given('backbone', info.backbone)}",
+        )
     if info is not None and (info.block is not None or info.base is not None):
         raise UsageError(
             f"the base {path} has {info.block or 'attention'} blocks in it; a detector starts from a plain backbone",
@@ -135,6 +185,7 @@ def base_backbone(path: str | os.PathLike[str], backbone: str) -> tuple[dict[str
 
 
 def loader(dataset: Dataset, config: DetFitConfig, *, shuffle: bool) -> DataLoader:
+    """Batches of `dataset` as `config` asks (shuffled and without the last partial batch for training)."""
     from attnviz.data.datasets import collate_detection
 
     return DataLoader(
@@ -156,6 +207,21 @@ def load_resumable(out: str | os.PathLike[str], config: DetFitConfig) -> dict[st
         UsageError: there is no checkpoint, or it was made with other options.
     """
     return load_checkpoint(checkpoint_path(out), {key: getattr(config, key) for key in RESUME_KEYS}, mmap=True)
+
+
+def check_fit(config: DetFitConfig, out: str | os.PathLike[str], *, resume: bool = False) -> None:
+    """Refuse, before training starts, what `fit_detector` would refuse: the options, a base that does not fit (when
+    starting afresh), or (with `resume`) a checkpoint beside `out` that is missing or made with other options.
+
+    Raises:
+        UsageError: see `check_fit_options`, `base_backbone` and `load_resumable`.
+        CheckpointError: the base cannot be read as weights.
+    """
+    check_fit_options(config)
+    if config.base is not None and not resume:
+        base_backbone(config.base, config.backbone)
+    if resume:
+        load_resumable(out, config)
 
 
 def run_epoch(
@@ -215,7 +281,7 @@ def run_epoch(
 
 def validation_map(pairs: list[Any]) -> float:
     """mAP@0.5 of (detections, targets) pairs from `run_epoch`."""
-    from attnviz.evaluate_det import Detections, mean_average_precision
+    from attnviz.detection.metrics import Detections, mean_average_precision
 
     found = [Detections(*(d[k].cpu().numpy() for k in ("boxes", "labels", "scores"))) for d, _ in pairs]
     truths = [Detections(t["boxes"].numpy(), t["labels"].numpy()) for _, t in pairs]
@@ -233,7 +299,23 @@ def fit_detector(
     on_epoch: Callable[[DetEpochResult], None] | None = None,
     command: str = "",
 ) -> DetFitResult:
-    """Train `config` and write the detector file `<out>` (.pt); see the module docstring."""
+    """Train `config` and write the detector file `<out>` (.pt); see the module docstring.
+
+    Args:
+        config: What to train.
+        out: The detector file to write; the checkpoint goes beside it (`<out>.ckpt`).
+        resume: Continue from that checkpoint.
+        device: Where to train (CPU when None).
+        on_batch: Called after every training batch with {"batch_size", "loss", "images_per_second"}.
+        on_epoch: Called after every epoch (trained, validated and checkpointed).
+        command: The command line that reproduces the run, stored in the detector file.
+
+    Raises:
+        UsageError: bad options (`check_fit_options`), a base that does not fit, a checkpoint that does not, or
+            nothing left to train.
+        KeyboardInterrupt: re-raised after Ctrl-C; the checkpoint holds the last finished epoch.
+    """
+    check_fit_options(config)
     out = Path(out).with_suffix(".pt")
     device = device or torch.device("cpu")
     seed_everything(config.seed)

@@ -1,4 +1,4 @@
-"""Training targets and loss of the detector in `attnviz.models.detector` (CenterNet's, per pyramid level).
+"""Training targets and loss of the detector in `attnviz.detection.model` (CenterNet's, per pyramid level).
 
 Zhou, Wang, Krähenbühl. "Objects as Points", arXiv 2019 (arXiv:1904.07850).
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from attnviz.models.detector import DetectorConfig, LevelOutput, assign_level, cell_scale
+from attnviz.detection.model import DetectorConfig, LevelOutput, assign_level, cell_scale
 
 MIN_SIGMA = 0.5  # cells: even a one-cell object gets neighbours with a reduced penalty
 

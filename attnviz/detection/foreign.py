@@ -58,6 +58,7 @@ class FusionModule:
     source: str
 
     def summary(self) -> dict[str, str]:
+        """JSON-ready: layer, type, how it was found, and the source of its logits."""
         return {"layer": self.path, "type": self.type, "how": self.how, "source": self.source}
 
 
@@ -75,6 +76,7 @@ class LevelTap(ForeignTap):
         self.source_sizes: list[tuple[int, int]] | None = None
 
     def connect(self, owner: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        """Hook `owner`'s inputs (to learn the level order) as well as its logit conv."""
         handles = [owner.register_forward_pre_hook(self._on_owner_inputs, with_kwargs=True)]
         return handles + super().connect(owner)
 

@@ -1,0 +1,124 @@
+"""The probe: one dummy forward that records, per module, its call order, call count and tensor shapes.
+
+Recognition by structure reads a module's gate from these shapes, and every recognised module's stage comes from
+the output stride it works at.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnviz.errors import AttnvizError
+
+
+@dataclass
+class Probe:
+    """What one dummy forward saw: per module path, call order, call count and first-call tensor shapes.
+
+    Attributes:
+        size: Side of the square dummy input.
+        order: Module path -> position of its first call.
+        calls: Module path -> how often it was called.
+        inputs: Module path -> shape of the first tensor its first call received.
+        outputs: Module path -> shape of the tensor its first call returned.
+        result: Shape of the model's output, when that is a tensor.
+    """
+
+    size: int
+    order: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    outputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    result: tuple[int, ...] | None = None
+
+
+def run_probe(model: nn.Module, size: int) -> Probe:
+    """Run one (1, 3, size, size) zero image through `model` in eval mode, recording every module's shapes.
+
+    The model's modules are back in the mode they were in when it returns.
+
+    Raises:
+        AttnvizError: the model fails on the input.
+    """
+    probe = Probe(size)
+    handles = []
+    training = [module for module in model.modules() if module.training]
+    example = _zero_image(model, size)
+    try:
+        for path, module in model.named_modules():
+            handles.append(module.register_forward_pre_hook(_before(probe, path)))
+            handles.append(module.register_forward_hook(_after(probe, path)))
+        for module in training:
+            module.training = False
+        with torch.no_grad():
+            output = model(example)
+        if isinstance(output, torch.Tensor):
+            probe.result = tuple(output.shape)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise AttnvizError(
+            f"the model failed on a 1x3x{size}x{size} input ({type(exc).__name__}: {first})",
+            "give --size the input size the model was made for",
+        ) from exc
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module in training:
+            module.training = True
+    return probe
+
+
+def _zero_image(model: nn.Module, size: int) -> torch.Tensor:
+    """A (1, 3, size, size) zero image on the device of `model`'s parameters, in their dtype when floating."""
+    parameter = next(model.parameters(), None)
+    return torch.zeros(
+        1,
+        3,
+        size,
+        size,
+        device=parameter.device if parameter is not None else None,
+        dtype=parameter.dtype if parameter is not None and parameter.is_floating_point() else None,
+    )
+
+
+def _before(probe: Probe, path: str) -> Callable[..., None]:
+    """A forward pre-hook recording the call order of the module at `path` and its first input's shape."""
+
+    def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
+        probe.order.setdefault(path, len(probe.order))
+        if args and isinstance(args[0], torch.Tensor) and path not in probe.inputs:
+            probe.inputs[path] = tuple(args[0].shape)
+
+    return hook
+
+
+def _after(probe: Probe, path: str) -> Callable[..., None]:
+    """A forward hook counting the calls of the module at `path` and recording its first output's shape."""
+
+    def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
+        probe.calls[path] = probe.calls.get(path, 0) + 1
+        if isinstance(output, torch.Tensor) and path not in probe.outputs:
+            probe.outputs[path] = tuple(output.shape)
+
+    return hook
+
+
+def stage_of(probe: Probe, path: str) -> int | None:
+    """Stage 1-4 from the output stride at which the module works (4 -> 1 ... 32 -> 4; finer is 1, coarser 4).
+
+    Returns:
+        The stage, or None when the probe saw no 4-D tensor of the module.
+    """
+    shape = probe.outputs.get(path)
+    if shape is None or len(shape) != 4 or shape[-2:] == (1, 1):
+        shape = probe.inputs.get(path)
+    if shape is None or len(shape) != 4 or shape[-2] < 1:
+        return None
+    stride = probe.size / shape[-2]
+    return min(4, max(1, round(math.log2(max(stride, 1.0))) - 1))
