@@ -6,7 +6,7 @@ A map keeps the batch axis and the axis names its Tap declared, so every reducti
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,6 @@ class AttentionMap:
     queries: list[int] | None = None
     heads: list[int] | None = None
     block: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
     branches: tuple[str, ...] = ()
 
     @property

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from attnviz.cli import options as opt
-from attnviz.cli.common import guarded, report
+from attnviz.cli.common import guarded, write_view
 from attnviz.errors import UsageError
 from attnviz.options import KINDS
 
@@ -45,7 +45,6 @@ def channels(
     """
     from attnviz import api
     from attnviz.io.photos import load_image
-    from attnviz.io.raw import save_recording
     from attnviz.io.shipped import default_sample
     from attnviz.options import check_channel_options
 
@@ -61,23 +60,22 @@ def channels(
         opt.parse_stages(stages)  # a malformed --stages fails before anything is read
     path = images[0] if images else default_sample()
     photo = load_image(path)
-    loaded = api.load_for(
+    loaded = opt.load_model(
         "channels",
         block,
-        kinds=KINDS["channels"],
-        layer=layer,
         model=model,
+        backbone=backbone,
+        stages=stages,
+        pretrained=pretrained,
+        weights=weights,
+        trust=trust,
+        timm_attn=timm_attn,
         size=size,
         device=device,
-        **opt.model_options(
-            backbone=backbone, stages=stages, pretrained=pretrained, weights=weights, trust=trust, timm_attn=timm_attn
-        ),
+        quiet=as_json,
+        layer=layer,
     )
-    opt.announce(loaded, quiet=as_json)
     view = api.channels(
         loaded, path, photo=photo, layer=layer, order=order, top_k=top_k, size=size, preprocess=preprocess
     )
-    written = view.save(out_dir, fmt)
-    if save_raw:
-        written += save_recording(view.analysis, out_dir / f"{view.stem}_{view.name}_raw")
-    report(written, {"model": loaded.config.to_dict(), "weights": loaded.source, **view.summary}, as_json=as_json)
+    write_view(view, loaded, out_dir, fmt, save_raw=save_raw, as_json=as_json)

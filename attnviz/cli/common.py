@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +15,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
 from attnviz.errors import AttnvizError, cli_spelling
+
+if TYPE_CHECKING:
+    from attnviz.loading import LoadedModel
+    from attnviz.views.base import View
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -106,3 +110,13 @@ def training_interrupted(out_file: Path) -> typer.Exit:
     checkpoint = escape(str(Path(out_file).with_suffix(".ckpt")))
     err.print(f"[yellow]interrupted; the last finished epoch is saved in {checkpoint} (continue with --resume)[/]")
     return typer.Exit(INTERRUPTED)
+
+
+def write_view(view: View, loaded: LoadedModel, out_dir: Path, fmt: str, *, save_raw: bool, as_json: bool) -> None:
+    """Write a view's pictures (and with `save_raw` its captured tensors) to `out_dir` and report them."""
+    from attnviz.io.raw import save_recording
+
+    written = view.save(out_dir, fmt)
+    if save_raw:
+        written += save_recording(view.analysis, out_dir / f"{view.stem}_{view.name}_raw")
+    report(written, {"model": loaded.config.to_dict(), "weights": loaded.source, **view.summary}, as_json=as_json)

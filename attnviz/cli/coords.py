@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from attnviz.cli import options as opt
-from attnviz.cli.common import guarded, report
+from attnviz.cli.common import guarded, write_view
 from attnviz.errors import UsageError
 from attnviz.options import KINDS
 
@@ -43,7 +43,6 @@ def coords(
     """
     from attnviz import api
     from attnviz.io.photos import load_image
-    from attnviz.io.raw import save_recording
 
     block, images = opt.split_positionals(block, [image] if image else [], model, "coords")
     if len(images) != 1:
@@ -54,22 +53,21 @@ def coords(
     if model is None:
         opt.check_block_kinds(block, KINDS["coords"], "coords")
     photo = load_image(image)
-    loaded = api.load_for(
+    loaded = opt.load_model(
         "coords",
         block,
-        kinds=KINDS["coords"],
         model=model,
+        backbone=backbone,
+        stages=stages,
+        pretrained=pretrained,
+        weights=weights,
+        trust=trust,
+        timm_attn=timm_attn,
         size=size,
         device=device,
-        **opt.model_options(
-            backbone=backbone, stages=stages, pretrained=pretrained, weights=weights, trust=trust, timm_attn=timm_attn
-        ),
+        quiet=as_json,
     )
-    opt.announce(loaded, quiet=as_json)
     view = api.coords(
         loaded, image, photo=photo, every_block=every_block, cmap=cmap, alpha=alpha, size=size, preprocess=preprocess
     )
-    written = view.save(out_dir, fmt)
-    if save_raw:
-        written += save_recording(view.analysis, out_dir / f"{view.stem}_{view.name}_raw")
-    report(written, {"model": loaded.config.to_dict(), "weights": loaded.source, **view.summary}, as_json=as_json)
+    write_view(view, loaded, out_dir, fmt, save_raw=save_raw, as_json=as_json)

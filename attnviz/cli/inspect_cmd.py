@@ -38,10 +38,18 @@ def inspect(
     block, _ = opt.split_positionals(block, [], model_spec, "inspect")
     opt.check_common(size=size, preprocess="resize", fmt="png", alpha=0.5, device=device)
     opt.check_common(size=height, preprocess="resize", fmt="png", alpha=0.5, device=device)
-    options = opt.model_options(
-        backbone=backbone, stages=stages, pretrained=False, weights=weights, trust=trust, timm_attn=timm_attn
+    found = api.inspect(
+        block,
+        model=model_spec,
+        backbone=backbone,
+        stages=stages,
+        weights=weights,
+        trust=trust,
+        timm_attn=timm_attn,
+        size=size,
+        height=height,
+        device=device,
     )
-    found = api.inspect(block, model=model_spec, size=size, height=height, device=device, **options)
     if as_json:
         out.print_json(json.dumps(found))
     elif "recognised" in found:

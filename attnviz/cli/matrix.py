@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from attnviz.cli import options as opt
-from attnviz.cli.common import guarded, report
+from attnviz.cli.common import guarded, write_view
 from attnviz.errors import UsageError
-from attnviz.options import KINDS, MATRIX_STAGES
+from attnviz.options import KINDS
 
 
 @guarded
@@ -51,7 +51,6 @@ def matrix(
     """
     from attnviz import api
     from attnviz.io.photos import load_image
-    from attnviz.io.raw import save_recording
     from attnviz.options import check_points, parse_heads
 
     block, images = opt.split_positionals(block, [image] if image else [], model, "matrix")
@@ -66,19 +65,20 @@ def matrix(
     photo = load_image(image)
     points = [opt.parse_point(q) for q in query] if query else [(photo.width // 2, photo.height // 2)]
     check_points(points, photo.size)
-    loaded = api.load_for(
+    loaded = opt.load_model(
         "matrix",
         block,
-        kinds=KINDS["matrix"],
-        default_stages=MATRIX_STAGES,
         model=model,
+        backbone=backbone,
+        stages=stages,
+        pretrained=pretrained,
+        weights=weights,
+        trust=trust,
+        timm_attn=timm_attn,
         size=size,
         device=device,
-        **opt.model_options(
-            backbone=backbone, stages=stages, pretrained=pretrained, weights=weights, trust=trust, timm_attn=timm_attn
-        ),
+        quiet=as_json,
     )
-    opt.announce(loaded, quiet=as_json)
     view = api.matrix(
         loaded,
         image,
@@ -92,7 +92,4 @@ def matrix(
         size=size,
         preprocess=preprocess,
     )
-    written = view.save(out_dir, fmt)
-    if save_raw:
-        written += save_recording(view.analysis, out_dir / f"{view.stem}_{view.name}_raw")
-    report(written, {"model": loaded.config.to_dict(), "weights": loaded.source, **view.summary}, as_json=as_json)
+    write_view(view, loaded, out_dir, fmt, save_raw=save_raw, as_json=as_json)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -146,24 +146,44 @@ def split_positionals(
     return None, [Path(block), *rest]
 
 
-def model_options(
+def load_model(
+    command: str,
+    block: str | None,
     *,
+    model: str | None,
     backbone: str,
     stages: str | None,
     pretrained: bool,
     weights: Path | None,
     trust: bool,
     timm_attn: str | None,
-) -> dict[str, Any]:
-    """The model options of a drawing command, as `attnviz.load` takes them."""
-    return {
-        "backbone": backbone,
-        "stages": stages,
-        "pretrained": pretrained,
-        "weights": weights,
-        "trust": trust,
-        "timm_attn": timm_attn,
-    }
+    size: int | None,
+    device: str,
+    quiet: bool,
+    layer: int | None = None,
+) -> LoadedModel:
+    """The model a drawing command draws (`attnviz.api.load_for`), announced on stderr unless `quiet`."""
+    from attnviz.api import load_for
+    from attnviz.options import KINDS, MATRIX_STAGES
+
+    loaded = load_for(
+        command,
+        block,
+        kinds=KINDS[command],
+        default_stages=MATRIX_STAGES if command == "matrix" else None,
+        layer=layer,
+        model=model,
+        backbone=backbone,
+        stages=stages,
+        pretrained=pretrained,
+        weights=weights,
+        trust=trust,
+        timm_attn=timm_attn,
+        size=size,
+        device=device,
+    )
+    announce(loaded, quiet=quiet)
+    return loaded
 
 
 def announce(loaded: LoadedModel, *, quiet: bool) -> None:

@@ -70,18 +70,20 @@ def show(
     cam = check_cam(cam) if cam else None
     paths = image_paths(images)
     first = load_image(paths[0])  # a bad first image fails before the model is built
-    loaded = api.load_for(
+    loaded = opt.load_model(
         "show",
         block,
-        kinds=KINDS["show"],
         model=model,
+        backbone=backbone,
+        stages=stages,
+        pretrained=pretrained,
+        weights=weights,
+        trust=trust,
+        timm_attn=timm_attn,
         size=size,
         device=device,
-        **opt.model_options(
-            backbone=backbone, stages=stages, pretrained=pretrained, weights=weights, trust=trust, timm_attn=timm_attn
-        ),
+        quiet=as_json,
     )
-    opt.announce(loaded, quiet=as_json)
     style = {"every_block": every_block, "contour": contour, "colorbar": colorbar, "cam": cam, "cmap": cmap}
     results, skipped = [], []
     # PNG encoding releases the GIL, so pictures are written on a second thread while the next photo runs.
