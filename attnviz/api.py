@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from attnviz.errors import UsageError
+from attnviz.errors import UsageError, option
 from attnviz.options import (
     MATRIX_STAGES,
     check_block_kinds,
@@ -54,6 +54,12 @@ def load_for(
     from attnviz.models import STAGES
 
     if isinstance(block, LoadedModel):
+        given = [k for k, v in options.items() if v is not None and k not in ("size", "device")]
+        if given:
+            raise UsageError(
+                f"{option(given[0])} applies when a model is loaded, and {block.spec} is loaded already",
+                "pass it to attnviz.load, or give the block name instead of the loaded model",
+            )
         return block
     return load(
         block,

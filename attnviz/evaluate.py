@@ -144,7 +144,8 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, classes: int, *, seed
     """Accuracy on the second half of a softmax-regression probe trained on the first half (standardised)."""
     half = len(labels) // 2
     x = torch.from_numpy(features).float()
-    x = (x - x[:half].mean(0)) / (x[:half].std(0) + 1e-6)
+    spread = x[:half].std(0, correction=1 if half > 1 else 0)  # one training image has no sample deviation
+    x = (x - x[:half].mean(0)) / (spread + 1e-6)
     y = torch.from_numpy(labels).long()
     generator = torch.Generator().manual_seed(seed)
     probe = nn.Linear(x.shape[1], classes)

@@ -171,20 +171,20 @@ def test_eval_reports_every_layer(tmp_path: Path) -> None:
     out = tmp_path / "cbam.safetensors"
     code, _, err = run("fit", "cbam", "--out", str(out), "--epochs", "1", *TINY)
     assert code == 0, err
-    code, stdout, err = run("eval", "cbam", "--weights", str(out), "--n", "8", "--batch-size", "4", "--json")
+    code, stdout, err = run("eval", "cbam", "--weights", str(out), "--n", "4", "--batch-size", "4", "--json")
     assert code == 0, err
     result = json.loads(stdout)
-    assert result["images"] == 8
+    assert result["images"] == 4
     stages = {m["stage"] for m in result["maps"].values()}
     assert stages == {1, 2, 3, 4}
     assert set(result["gradcam"]) == {"1", "2", "3", "4"}
     assert 0 <= result["random"]["pointing"] <= 1 and result["best"]["map"] in result["maps"]
     assert all(0 <= c["probe_accuracy"] <= 1 for c in result["channel"].values())
     assert result["size"] == 64  # the size the weights were trained at
-    common = ["eval", "cbam", "--weights", str(out), "--n", "4", "--cam", "none", "--json"]
+    common = ["eval", "cbam", "--weights", str(out), "--n", "2", "--cam", "none", "--json"]
     code, stdout, err = run(*common, "--size", "96")
     assert code == 0, err
-    assert json.loads(stdout)["size"] == 96 and json.loads(stdout)["images"] == 4
+    assert json.loads(stdout)["size"] == 96 and json.loads(stdout)["images"] == 2
     code, _, err = run(*common, "--size", "8")
     assert code == 2 and "--size must be between 32 and 1024 pixels, got 8" in err
 

@@ -127,7 +127,7 @@ def test_eval_all_summarises_the_demo_blocks(monkeypatch) -> None:
     from attnviz.cli.app import app
 
     monkeypatch.setattr(eval_cmd, "_demo_blocks", lambda: ["cbam", "se"])  # two of them, to stay quick
-    result = CliRunner().invoke(app, ["eval", "all", "--n", "8", "--batch-size", "8", "--cam", "none"])
+    result = CliRunner().invoke(app, ["eval", "all", "--n", "4", "--batch-size", "4", "--cam", "none"])
     assert result.exit_code == 0, result.output
     assert "where each block localises best" in result.stdout
     assert "cbam" in result.stdout and "layer" in result.stdout and "se" in result.stdout
