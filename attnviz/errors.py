@@ -20,6 +20,16 @@ def option(name: str) -> str:
     return f"--{name.replace('_', '-')}" if _SPELLING.get() == "cli" else f"{name}="
 
 
+def invocation(name: str, *args: str, **options: str) -> str:
+    """How the caller runs the command `name` with these arguments: "attnviz channels --model X" on the command
+    line, "attnviz.channels(model='X')" from Python."""
+    if _SPELLING.get() == "cli":
+        flags = [f"--{key.replace('_', '-')} {value}" for key, value in options.items()]
+        return " ".join(["attnviz", name, *args, *flags])
+    params = [repr(a) for a in args] + [f"{key}={value!r}" for key, value in options.items()]
+    return f"attnviz.{name.replace('-', '_')}({', '.join(params)})"
+
+
 @contextmanager
 def cli_spelling() -> Iterator[None]:
     """Name options as command-line flags in the messages raised inside this block."""

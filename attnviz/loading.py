@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from attnviz.errors import UsageError, option
+from attnviz.errors import UsageError, invocation, option
 from attnviz.images import IMAGENET_MEAN, IMAGENET_STD
 from attnviz.models import STAGES
 from attnviz.models.backbones import ModelConfig, build_model
@@ -246,7 +246,9 @@ def load_native(
         load_weights(network, weights, info)
         where = f"{info.backbone}, stages {','.join(map(str, info.stages))}"
         if is_demo:
-            source = f"demo weights from {weights} ({where}, trained on attnviz's scenes; --weights for your own)"
+            source = (
+                f"demo weights from {weights} ({where}, trained on attnviz's scenes; {option('weights')} for your own)"
+            )
         else:
             source = f"weights from {weights} ({where})"
     else:
@@ -344,12 +346,12 @@ def _check_foreign(
     if not found:
         raise UsageError(
             f"no attention module of {named} was recognised in the chosen stages",
-            f"attnviz inspect --model {named} lists what it holds",
+            f"{invocation('inspect', model=named)} lists what it holds",
         )
     better = sorted({COMMAND_FOR_KIND[k] for k in found if k in COMMAND_FOR_KIND})
     raise UsageError(
         f"{named} holds {', '.join(found)} attention, which `attnviz {command}` does not draw",
-        f"try: {' or '.join(f'attnviz {b} --model {named}' for b in better)}" if better else None,
+        f"try: {' or '.join(invocation(b, model=named) for b in better)}" if better else None,
     )
 
 

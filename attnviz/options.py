@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from attnviz.blocks.catalog import block_info, block_names
-from attnviz.errors import UsageError, option
+from attnviz.errors import UsageError, invocation, option
 from attnviz.images import MAX_SIZE, MIN_SIZE, MODES
 from attnviz.models import STAGES
 from attnviz.render.charts import ORDERS as CHANNEL_ORDERS
@@ -143,7 +143,7 @@ def check_block_kinds(block: str, wanted: Sequence[str], command: str) -> None:
     kinds = ", ".join(dict.fromkeys(info.kinds))
     raise UsageError(
         f"block {block!r} emits {kinds} attention, which `attnviz {command}` does not draw",
-        f"try: {' or '.join(f'attnviz {b} {block}' for b in better)}" if better else None,
+        f"try: {' or '.join(invocation(b, block) for b in better)}" if better else None,
     )
 
 

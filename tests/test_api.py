@@ -102,7 +102,7 @@ def test_errors_name_the_python_keyword() -> None:
         attnviz.channels("se", SCENE, top_k=-1)
     with pytest.raises(UsageError, match=r"stages=: stage 9 does not exist"):
         attnviz.show("cbam", SCENE, stages="2,9")
-    with pytest.raises(UsageError, match=r"block 'se' emits channel attention.*attnviz channels se"):
+    with pytest.raises(UsageError, match=r"block 'se' emits channel attention.*try: attnviz\.channels\('se'\)"):
         attnviz.show("se", SCENE)
 
 

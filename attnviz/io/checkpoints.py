@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnviz.errors import CheckpointError, UntrustedCheckpointError, UsageError
+from attnviz.errors import CheckpointError, UntrustedCheckpointError, UsageError, option
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "weights", "net")
 """Keys under which training scripts commonly nest a state dict."""
@@ -61,7 +61,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
             raise UntrustedCheckpointError(
                 f"{path} is a pickled Python object (e.g. a model saved with torch.save(model)); loading it runs "
                 "code from the file",
-                "pass --trust only if you trust where the file came from, or save a state_dict instead",
+                f"pass {option('trust')} only if you trust where the file came from, or save a state_dict instead",
             ) from exc
     except Exception as exc:  # the weights-only reader runs no code from the file; anything else is a bad file
         raise CheckpointError(
@@ -158,6 +158,7 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
             parts.append(f"{len(mismatched)} of another shape (e.g. {', '.join(mismatched[:2])})")
         raise CheckpointError(
             f"{source} does not fit this model: " + "; ".join(parts),
-            "check --backbone, the block name and --stages match the ones the weights were trained with",
+            f"check {option('backbone')}, the block name and {option('stages')} match the ones the weights were "
+            "trained with",
         )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)

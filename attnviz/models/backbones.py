@@ -21,7 +21,7 @@ from torch import nn
 
 from attnviz.blocks.base import create_block
 from attnviz.blocks.catalog import block_info, block_names
-from attnviz.errors import CheckpointError, UnknownNameError, UsageError
+from attnviz.errors import CheckpointError, UnknownNameError, UsageError, option
 from attnviz.io.checkpoints import apply_state_dict, extract_state_dict, read_checkpoint
 from attnviz.models import BACKBONES, RESNETS, STAGES
 from attnviz.models.surgery import append_to_sequential, attach_to_residual_block, replace_submodule
@@ -204,7 +204,7 @@ def build_model(
         usable = sorted({stage for stage, *_ in attention_sites(model, config.backbone)})
         raise UsageError(
             f"{backbone} has no place for a block in stage(s) {', '.join(map(str, config.stages))}",
-            f"its blocks can go in stage(s) {', '.join(map(str, usable))} (set them with --stages)",
+            f"its blocks can go in stage(s) {', '.join(map(str, usable))} (set them with {option('stages')})",
         )
     if weights is not None:
         state = extract_state_dict(read_checkpoint(weights, trust=trust), str(weights))

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnviz.errors import UsageError
+from attnviz.errors import UsageError, option
 from attnviz.io.atomic import atomic_write
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -45,14 +45,14 @@ def load_checkpoint(path: Path, expected: dict[str, Any], *, mmap: bool = False)
         UsageError: there is no checkpoint, or an option differs.
     """
     if not path.is_file():
-        raise UsageError(f"nothing to resume: {path} does not exist", "run without --resume to start afresh")
+        raise UsageError(f"nothing to resume: {path} does not exist", f"run without {option('resume')} to start afresh")
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     saved = {"train_stages": [], **state["config"]}  # runs from before --train-stages trained none
     for key, ours in expected.items():
         if saved.get(key) != ours:
             raise UsageError(
                 f"the checkpoint {path} was made with {key}={saved.get(key)!r}, not {ours!r}",
-                "resume with the same options, or start afresh without --resume",
+                f"resume with the same options, or start afresh without {option('resume')}",
             )
     return state
 
@@ -66,8 +66,8 @@ def restore(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str,
     done = int(state["epoch"]) + 1
     if done > epochs:
         raise UsageError(
-            f"nothing to train: the checkpoint already covers {done} epochs, more than --epochs {epochs}",
-            f"ask for more than {done} epochs, or run without --resume to start afresh",
+            f"nothing to train: the checkpoint already covers {done} epochs, more than {option('epochs')} {epochs}",
+            f"ask for more than {done} epochs, or run without {option('resume')} to start afresh",
         )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

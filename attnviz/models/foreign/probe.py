@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnviz.errors import AttnvizError
+from attnviz.errors import AttnvizError, option
 
 
 @dataclass
@@ -64,7 +64,7 @@ def run_probe(model: nn.Module, size: int) -> Probe:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise AttnvizError(
             f"the model failed on a 1x3x{size}x{size} input ({type(exc).__name__}: {first})",
-            "give --size the input size the model was made for",
+            f"give {option('size')} the input size the model was made for",
         ) from exc
     finally:
         for handle in handles:

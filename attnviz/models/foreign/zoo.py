@@ -63,7 +63,7 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
     source, sep, name = spec.partition(":")
     if sep and source in ("torchvision", "timm"):
         if not name.strip():
-            raise UsageError(f"--model {spec} names no model", f"e.g. --model {source}:resnet18")
+            raise UsageError(f"{option('model')} {spec} names no model", f"e.g. {option('model')} {source}:resnet18")
         return source, name.strip()
     return "file", spec
 
@@ -118,7 +118,7 @@ def torchvision_model(name: str, *, pretrained: bool = False) -> ForeignModel:
         _load_torchvision_weights(model, name)
         weights = "with its pretrained ImageNet weights"
     else:
-        weights = "randomly initialised (no trained weights; --pretrained for ImageNet's)"
+        weights = f"randomly initialised (no trained weights; {option('pretrained')} for ImageNet's)"
     return ForeignModel(model.eval(), file_slug(f"torchvision-{name}"), f"torchvision's {name}", weights, pretrained)
 
 
@@ -160,7 +160,7 @@ def timm_model(name: str, *, pretrained: bool = False, attn: str | None = None) 
     if pretrained:
         weights = "with its pretrained weights" + (f"; the {attn} modules are untrained" if attn else "")
     else:
-        weights = "randomly initialised (no trained weights; --pretrained for timm's)"
+        weights = f"randomly initialised (no trained weights; {option('pretrained')} for timm's)"
     size = cfg.get("input_size")
     return ForeignModel(
         model.eval(),
@@ -183,7 +183,9 @@ def _import_timm() -> Any:
     try:
         import timm
     except ImportError:
-        raise UsageError("--model timm:NAME needs timm, which is not installed", "pip install attnviz[timm]") from None
+        raise UsageError(
+            f"{option('model')} timm:NAME needs timm, which is not installed", "pip install attnviz[timm]"
+        ) from None
     return timm
 
 
@@ -203,7 +205,7 @@ def _create_timm(timm: Any, name: str, attn: str | None) -> tuple[nn.Module, dic
         if attn_cls is None or any(isinstance(m, attn_cls) for m in model.modules()):
             return model, kwargs
     raise UsageError(
-        f"timm's {name} does not take --timm-attn", "it applies to ResNet-family models such as timm:resnet18"
+        f"timm's {name} does not take {option('timm_attn')}", "it applies to ResNet-family models such as timm:resnet18"
     )
 
 
@@ -213,7 +215,7 @@ def _timm_attn_kwargs(timm: Any, attn: str) -> tuple[type, list[dict[str, Any]]]
         cls = timm.layers.get_attn(attn)
     except AssertionError:
         raise UsageError(
-            f"unknown --timm-attn {attn!r}", f"timm's attention layers include {TIMM_ATTN_EXAMPLES}"
+            f"unknown {option('timm_attn')} {attn!r}", f"timm's attention layers include {TIMM_ATTN_EXAMPLES}"
         ) from None
     cls = getattr(cls, "func", cls)  # get_attn may return a functools.partial
     return cls, [{"block_args": {"attn_layer": attn}}, {"attn_layer": attn}]
