@@ -22,7 +22,7 @@ from attnviz.images import Geometry, map_to_original, preprocess
 from attnviz.io.photos import IMAGE_SUFFIXES, ImageInput, read_image
 from attnviz.loading import LoadedModel
 from attnviz.maps import AttentionMap, coordinate_outer, plane
-from attnviz.options import check_points
+from attnviz.options import check_points, parse_size
 
 
 def image_paths(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -109,7 +109,7 @@ def analyse(
     loaded: LoadedModel,
     image: ImageInput,
     *,
-    size: int | None = None,
+    size: int | str | tuple[int, int] | None = None,
     mode: str = "resize",
     kinds: Sequence[str] | None = None,
     layers: Sequence[str] | None = None,
@@ -122,7 +122,7 @@ def analyse(
     Args:
         loaded: The model (see `attnviz.load`).
         image: The image file, or a PIL image.
-        size: Side of the square model input (default: the model's own, `loaded.input_size`).
+        size: The model input: a side, or (width, height) (default: the model's own, `loaded.input_size`).
         mode: How the image is fitted to the input: "resize", "crop" or "letterbox".
         kinds: Record only these kinds of attention.
         layers: Record only blocks at or under these module paths (default: those of the drawn stages).
@@ -131,7 +131,9 @@ def analyse(
         photo: The image file already read, to skip reading it again.
     """
     path, read = (Path(image), photo) if photo is not None else read_image(image)
-    tensor, geometry = preprocess(read, size=size or loaded.input_size, mode=mode, mean=loaded.mean, std=loaded.std)
+    tensor, geometry = preprocess(
+        read, size=parse_size(size) or loaded.input_size, mode=mode, mean=loaded.mean, std=loaded.std
+    )
     if layers is None:
         layers = loaded.drawn_layers()
     queries = query_fractions(query_points, geometry) if query_points else None

@@ -26,6 +26,7 @@ from attnviz.options import (
     names_a_model,
     parse_heads,
     parse_point,
+    parse_size,
 )
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def show(
     cam: str | None = None,
     cmap: str = "jet",
     alpha: float = 0.5,
-    size: int | None = None,
+    size: int | str | tuple[int, int] | None = None,
     preprocess: str = "resize",
     device: str = "auto",
     photo: Image.Image | None = None,
@@ -112,13 +113,15 @@ def show(
         cam: Draw the model's CAM (gradcam, gradcamplusplus, ...) beside each stage.
         cmap: Matplotlib colormap of the overlays.
         alpha: Opacity of the overlays, 0-1.
-        size: Side of the square model input (default: what the weights were trained at, or 224).
+        size: The model input: a side, or (width, height) such as (640, 384) (default: what the weights were
+            trained at, or 224).
         preprocess: Fit the photo to the input by "resize", "crop" or "letterbox".
         device: "auto", "cpu" or "cuda".
         photo: `image` already read with `attnviz.images.load_image` (skips reading it again).
         **load_options: backbone, stages, weights, pretrained, trust, timm_attn (see `attnviz.load`).
     """
     check_drawing(size=size, preprocess=preprocess, device=device, alpha=alpha, cmap=cmap)
+    size = parse_size(size)
 
     from attnviz.analysis import analyse
     from attnviz.views import show as view
@@ -144,7 +147,7 @@ def channels(
     layer: int | None = None,
     order: str = "sorted",
     top_k: int = 10,
-    size: int | None = None,
+    size: int | str | tuple[int, int] | None = None,
     preprocess: str = "resize",
     device: str = "auto",
     photo: Image.Image | None = None,
@@ -160,13 +163,15 @@ def channels(
         layer: Draw every block of this stage (1-4); default: the last block of every stage.
         order: Bars "sorted" by weight or in "channel" order.
         top_k: Mark the k strongest channels with their indices.
-        size: Side of the square model input (default: what the weights were trained at, or 224).
+        size: The model input: a side, or (width, height) such as (640, 384) (default: what the weights were
+            trained at, or 224).
         preprocess: Fit the photo to the input by "resize", "crop" or "letterbox".
         device: "auto", "cpu" or "cuda".
         photo: `image` already read with `attnviz.images.load_image` (skips reading it again).
         **load_options: backbone, stages, weights, pretrained, trust, timm_attn (see `attnviz.load`).
     """
     check_drawing(size=size, preprocess=preprocess, device=device)
+    size = parse_size(size)
     check_channel_options(order, top_k)
     if isinstance(load_options.get("stages"), str):
         from attnviz.options import parse_stages
@@ -194,7 +199,7 @@ def coords(
     every_block: bool = False,
     cmap: str = "jet",
     alpha: float = 0.5,
-    size: int | None = None,
+    size: int | str | tuple[int, int] | None = None,
     preprocess: str = "resize",
     device: str = "auto",
     photo: Image.Image | None = None,
@@ -203,6 +208,7 @@ def coords(
     """Coordinate Attention's a_h and a_w profiles along the photo and a_h x a_w over it: the picture
     `attnviz coords` writes. Arguments as in `show`."""
     check_drawing(size=size, preprocess=preprocess, device=device, alpha=alpha, cmap=cmap)
+    size = parse_size(size)
 
     from attnviz.analysis import analyse
     from attnviz.views import coords as view
@@ -225,7 +231,7 @@ def matrix(
     every_block: bool = False,
     cmap: str = "jet",
     alpha: float = 0.5,
-    size: int | None = None,
+    size: int | str | tuple[int, int] | None = None,
     preprocess: str = "resize",
     device: str = "auto",
     photo: Image.Image | None = None,
@@ -241,6 +247,7 @@ def matrix(
         The others: as in `show`.
     """
     check_drawing(size=size, preprocess=preprocess, device=device, alpha=alpha, cmap=cmap)
+    size = parse_size(size)
     head_list = parse_heads(heads)
 
     from attnviz.analysis import analyse
@@ -279,7 +286,7 @@ def inspect(
     block: str | nn.Module | LoadedModel | None = None,
     *,
     model: str | os.PathLike[str] | nn.Module | None = None,
-    size: int | None = None,
+    size: int | str | tuple[int, int] | None = None,
     height: int | None = None,
     device: str = "auto",
     **load_options: Any,
@@ -298,6 +305,7 @@ def inspect(
     """
     check_drawing(size=size, preprocess="resize", device=device)
     check_drawing(size=height, preprocess="resize", device=device)
+    size = parse_size(size)
 
     from attnviz.loading import LoadedModel, load
     from attnviz.views.inspect import inspect_model

@@ -30,6 +30,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MODES = ("resize", "crop", "letterbox")
 RESAMPLES = ("bilinear", "nearest")
 MIN_SIZE, MAX_SIZE = 16, 4096
+Size = int | tuple[int, int]
+"""A model input: the side of a square, or (width, height)."""
 
 
 @dataclass(frozen=True)
@@ -54,20 +56,22 @@ class Geometry:
     offset: tuple[int, int]
 
     @classmethod
-    def fit(cls, original_size: tuple[int, int], size: int, mode: str) -> Geometry:
-        """The geometry of fitting an image of `original_size` into a `size` x `size` input with `mode`."""
-        size = _check_size(size)
+    def fit(cls, original_size: tuple[int, int], size: Size, mode: str) -> Geometry:
+        """The geometry of fitting an image of `original_size` into an input of `size` (a side, or (width,
+        height)) with `mode`."""
+        in_w, in_h = input_dims(size)
         _check_mode(mode)
         width, height = original_size
         if mode == "resize":
-            return cls(original_size, (size, size), mode, (size, size), (0, 0))
-        factor = size / (min(width, height) if mode == "crop" else max(width, height))
+            return cls(original_size, (in_w, in_h), mode, (in_w, in_h), (0, 0))
+        ratios = (in_w / width, in_h / height)
+        factor = max(ratios) if mode == "crop" else min(ratios)  # crop covers the input, letterbox fits inside it
         new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
-        if mode == "crop":  # the centre size x size of the resized image; odd excess leaves one more on the right
-            offset = (-((new_w - size) // 2), -((new_h - size) // 2))
+        if mode == "crop":  # the centre of the resized image; odd excess leaves one more on the right
+            offset = (-((new_w - in_w) // 2), -((new_h - in_h) // 2))
         else:  # centred with the padding split the same way
-            offset = ((size - new_w) // 2, (size - new_h) // 2)
-        return cls(original_size, (size, size), mode, (new_w, new_h), offset)
+            offset = ((in_w - new_w) // 2, (in_h - new_h) // 2)
+        return cls(original_size, (in_w, in_h), mode, (new_w, new_h), offset)
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -102,7 +106,13 @@ def _clip_box(box: tuple[float, float, float, float], size: tuple[int, int]) -> 
     return max(x0, 0.0), max(y0, 0.0), min(x1, float(size[0])), min(y1, float(size[1]))
 
 
-def _check_size(size: object) -> int:
+def input_dims(size: object) -> tuple[int, int]:
+    """(width, height) of a model input given as a side or as (width, height), each checked to be in range."""
+    sides = tuple(size) if isinstance(size, tuple | list) and len(size) == 2 else (size, size)
+    return _check_side(sides[0]), _check_side(sides[1])
+
+
+def _check_side(size: object) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
         raise ImageError(f"image size must be a whole number, got {size!r}", f"use {MIN_SIZE}..{MAX_SIZE}, e.g. 224")
     if not MIN_SIZE <= size <= MAX_SIZE:
@@ -117,23 +127,23 @@ def _check_mode(mode: str) -> None:
 
 def preprocess(
     image: Image.Image,
-    size: int = 224,
+    size: Size = 224,
     mode: str = "resize",
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> tuple[torch.Tensor, Geometry]:
-    """Fit an image into a square model input and normalise it.
+    """Fit an image into the model input and normalise it.
 
     Args:
         image: Any PIL image; it is converted to RGB with `to_rgb`.
-        size: Side of the square input, 16..4096.
-        mode: "resize" stretches to size x size; "crop" scales the shorter side to `size` and centre-crops;
-            "letterbox" scales the longer side to `size` and pads with the mean colour (0 after normalising).
+        size: Side of a square input, or (width, height); each 16..4096.
+        mode: "resize" stretches to the input; "crop" scales the image to cover the input and centre-crops;
+            "letterbox" scales it to fit inside and pads with the mean colour (0 after normalising).
         mean: Per-channel mean of 0..1 pixel values.
         std: Per-channel standard deviation of 0..1 pixel values.
 
     Returns:
-        A float32 tensor of shape (1, 3, size, size) and the geometry that maps it back to the original.
+        A float32 tensor of shape (1, 3, height, width) and the geometry that maps it back to the original.
 
     Raises:
         ImageError: Bad size or mode, or an image smaller than 2x2.
@@ -173,12 +183,12 @@ def _place(pixels: torch.Tensor, geometry: Geometry) -> torch.Tensor:
 
 def preprocess_batch(
     images: Sequence[Image.Image],
-    size: int = 224,
+    size: Size = 224,
     mode: str = "resize",
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> tuple[torch.Tensor, list[Geometry]]:
-    """`preprocess` several images into one (N, 3, size, size) tensor and their geometries, in order."""
+    """`preprocess` several images into one (N, 3, height, width) tensor and their geometries, in order."""
     import torch
 
     if not images:

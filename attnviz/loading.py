@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from attnviz.errors import UsageError, invocation, option
-from attnviz.images import IMAGENET_MEAN, IMAGENET_STD
+from attnviz.images import IMAGENET_MEAN, IMAGENET_STD, Size
 from attnviz.models import STAGES
 from attnviz.models.backbones import ModelConfig, build_model
-from attnviz.options import COMMAND_FOR_KIND, check_block_kinds, names_a_model, parse_stages
+from attnviz.options import COMMAND_FOR_KIND, check_block_kinds, names_a_model, parse_size, parse_stages
 
 if TYPE_CHECKING:
     from attnviz.io.sidecars import WeightsInfo
@@ -81,7 +81,7 @@ class LoadedModel:
     """CAM runners built for this model, by method (see attnviz.cam.stage_cams)."""
 
     @property
-    def input_size(self) -> int:
+    def input_size(self) -> Size:
         """The input side to use when the caller gives none: the weights' training size, else 224."""
         if self.weights_info is not None:
             return self.weights_info.input_size
@@ -138,7 +138,7 @@ def load(
     trust: bool = False,
     timm_attn: str | None = None,
     device: str = "auto",
-    size: int | None = None,
+    size: int | str | tuple[int, int] | None = None,
     demo: bool = True,
     kinds: Sequence[str] = (),
     command: str = "",
@@ -162,7 +162,8 @@ def load(
         trust: Allow a pickled model file (runs code from it).
         timm_attn: With a timm model, timm's attention layer for every block ("cbam", "se", ...).
         device: "auto", "cpu" or "cuda".
-        size: The input side (for `model`, the probe that finds each module's stage runs at it).
+        size: The input: a side, or (width, height) (for `model`, the probe that finds each module's stage runs
+            at it).
         demo: Use the shipped demo weights when no weights are given.
         kinds: Refuse a model that emits none of these kinds of attention (what `command` draws).
         command: The drawing command, for messages.
@@ -172,6 +173,7 @@ def load(
     Raises:
         UsageError: a bad combination of options, or a model without what `kinds`/`layer` ask for.
     """
+    size = parse_size(size)
     if block is not None and model is None and is_model_spec(block):
         block, model = None, block
     explicit = stages is not None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from attnviz.blocks.catalog import block_info, block_names
 from attnviz.errors import UsageError, invocation, option
-from attnviz.images import MAX_SIZE, MIN_SIZE, MODES
+from attnviz.images import MAX_SIZE, MIN_SIZE, MODES, Size
 from attnviz.models import STAGES
 from attnviz.render.charts import ORDERS as CHANNEL_ORDERS
 
@@ -40,9 +40,32 @@ COMMAND_FOR_KIND = {
 """The command that draws each kind of attention."""
 
 
-def check_size(size: int | None) -> None:
-    if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
-        raise UsageError(f"{option('size')} must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {size}")
+def parse_size(size: int | str | Sequence[int] | None) -> Size | None:
+    """A model input size as given (224, "224", "640x384", (640, 384)) -> a side, or (width, height) when the
+    sides differ; None stays None. Each side must be MIN_SIZE..MAX_SIZE pixels."""
+    if size is None:
+        return None
+    flag = option("size")
+    try:
+        if isinstance(size, str):
+            values = [int(part) for part in size.lower().split("x")]
+        elif isinstance(size, int) and not isinstance(size, bool):
+            values = [size]
+        else:
+            values = [int(side) for side in size]  # type: ignore[union-attr]
+            values = values if len(values) == 2 else []  # a sequence is (width, height)
+    except (TypeError, ValueError):
+        values = []
+    if len(values) not in (1, 2):
+        raise UsageError(f"{flag} must be N or WIDTHxHEIGHT in pixels, got {size!r}", f"e.g. {flag} 224 or 640x384")
+    for side in values:
+        if not MIN_SIZE <= side <= MAX_SIZE:
+            raise UsageError(f"{flag} must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {side}")
+    return values[0] if len(values) == 1 or values[0] == values[1] else (values[0], values[1])
+
+
+def check_size(size: int | str | Sequence[int] | None) -> None:
+    parse_size(size)
 
 
 def check_preprocess(mode: str) -> None:
@@ -67,7 +90,7 @@ def check_cmap(cmap: str) -> None:
 
 
 def check_drawing(
-    *, size: int | None, preprocess: str, device: str, alpha: float = 0.5, cmap: str | None = None
+    *, size: int | str | Sequence[int] | None, preprocess: str, device: str, alpha: float = 0.5, cmap: str | None = None
 ) -> None:
     """The checks of the options every drawing command shares."""
     check_size(size)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -79,9 +80,23 @@ WeightsOpt = Annotated[
 TrustOpt = Annotated[
     bool, typer.Option("--trust", help="Allow loading a pickled model file; this runs code from the file.")
 ]
+def _size_syntax(text: str) -> str:
+    """Refuse what is not N or WIDTHxHEIGHT at parse time (click's one line); the library checks the range."""
+    if not re.fullmatch(r"-?\d+(?:[xX]-?\d+)?", text.strip()):
+        raise typer.BadParameter(f"{text!r} is not N or WIDTHxHEIGHT, e.g. 224 or 640x384")
+    return text.strip()
+
+
 SizeOpt = Annotated[
-    int | None,
-    typer.Option("--size", help="Side of the square model input (default: what the weights were trained at, or 224)."),
+    Any,
+    typer.Option(
+        "--size",
+        parser=_size_syntax,
+        metavar="N|WxH",
+        help="Model input: N for N x N, or WIDTHxHEIGHT such as 640x384 (default: what the weights were trained at, "
+        "or 224).",
+        show_default=False,
+    ),
 ]
 PreprocessOpt = Annotated[
     str, typer.Option("--preprocess", help="Fit the image to the input by: resize, crop or letterbox.")
@@ -98,7 +113,7 @@ SaveRawOpt = Annotated[
 
 
 def check_common(
-    *, size: int | None, preprocess: str, fmt: str, alpha: float, device: str, cmap: str | None = None
+    *, size: str | int | None, preprocess: str, fmt: str, alpha: float, device: str, cmap: str | None = None
 ) -> None:
     """Validate the options every drawing command shares, before any heavy work starts."""
     check_size(size)

@@ -7,10 +7,11 @@ from typing import Any
 import torch
 
 from attnviz.capture import Recording, capture
+from attnviz.images import Size, input_dims
 from attnviz.loading import LoadedModel
 
 
-def inspect_model(loaded: LoadedModel, *, size: int | None = None, height: int | None = None) -> dict[str, Any]:
+def inspect_model(loaded: LoadedModel, *, size: Size | None = None, height: int | None = None) -> dict[str, Any]:
     """What attention `loaded` holds, found by one forward of a blank (height x size) input.
 
     For attnviz's own models: every block of the drawn stages with its stage, maps and parameters. For a model
@@ -19,11 +20,11 @@ def inspect_model(loaded: LoadedModel, *, size: int | None = None, height: int |
 
     Args:
         loaded: The model.
-        size: Input width (default: the model's own input size).
-        height: Input height, for non-square inputs (default: `size`).
+        size: The input: a side, or (width, height) (default: the model's own input size).
+        height: Input height, overriding the height `size` gives.
     """
-    width = size or loaded.input_size
-    hw = (height or width, width)
+    width, own_height = input_dims(size or loaded.input_size)
+    hw = (height or own_height, width)
     with torch.inference_mode(), capture(loaded.model) as rec:
         loaded.model(torch.zeros(1, 3, *hw, device=loaded.device))
     if loaded.foreign is not None:

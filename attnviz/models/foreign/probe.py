@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from attnviz.errors import AttnvizError, option
+from attnviz.images import Size, input_dims
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Probe:
     """What one dummy forward saw: per module path, call order, call count and first-call tensor shapes.
 
     Attributes:
-        size: Side of the square dummy input.
+        size: The dummy input: a side, or (width, height).
         order: Module path -> position of its first call.
         calls: Module path -> how often it was called.
         inputs: Module path -> shape of the first tensor its first call received.
@@ -30,7 +31,7 @@ class Probe:
         result: Shape of the model's output, when that is a tensor.
     """
 
-    size: int
+    size: Size
     order: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
     inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -38,8 +39,8 @@ class Probe:
     result: tuple[int, ...] | None = None
 
 
-def run_probe(model: nn.Module, size: int) -> Probe:
-    """Run one (1, 3, size, size) zero image through `model` in eval mode, recording every module's shapes.
+def run_probe(model: nn.Module, size: Size) -> Probe:
+    """Run one zero image of `size` through `model` in eval mode, recording every module's shapes.
 
     The model's modules are back in the mode they were in when it returns.
 
@@ -47,6 +48,7 @@ def run_probe(model: nn.Module, size: int) -> Probe:
         AttnvizError: the model fails on the input.
     """
     probe = Probe(size)
+    width, height = input_dims(size)
     handles = []
     training = [module for module in model.modules() if module.training]
     example = _zero_image(model, size)
@@ -63,7 +65,7 @@ def run_probe(model: nn.Module, size: int) -> Probe:
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise AttnvizError(
-            f"the model failed on a 1x3x{size}x{size} input ({type(exc).__name__}: {first})",
+            f"the model failed on a 1x3x{height}x{width} input ({type(exc).__name__}: {first})",
             f"give {option('size')} the input size the model was made for",
         ) from exc
     finally:
@@ -74,14 +76,15 @@ def run_probe(model: nn.Module, size: int) -> Probe:
     return probe
 
 
-def _zero_image(model: nn.Module, size: int) -> torch.Tensor:
-    """A (1, 3, size, size) zero image on the device of `model`'s parameters, in their dtype when floating."""
+def _zero_image(model: nn.Module, size: Size) -> torch.Tensor:
+    """A zero image of `size` on the device of `model`'s parameters, in their dtype when floating."""
     parameter = next(model.parameters(), None)
+    width, height = input_dims(size)
     return torch.zeros(
         1,
         3,
-        size,
-        size,
+        height,
+        width,
         device=parameter.device if parameter is not None else None,
         dtype=parameter.dtype if parameter is not None and parameter.is_floating_point() else None,
     )
@@ -120,5 +123,5 @@ def stage_of(probe: Probe, path: str) -> int | None:
         shape = probe.inputs.get(path)
     if shape is None or len(shape) != 4 or shape[-2] < 1:
         return None
-    stride = probe.size / shape[-2]
+    stride = input_dims(probe.size)[1] / shape[-2]
     return min(4, max(1, round(math.log2(max(stride, 1.0))) - 1))
