@@ -179,9 +179,7 @@ def load(
     explicit = stages is not None
     chosen = parse_stages(stages) if stages is not None else tuple(default_stages)
     if model is not None:
-        loaded = _load_foreign(
-            model, block, backbone, chosen, pretrained, weights, trust, timm_attn, device, size or DEFAULT_SIZE
-        )
+        loaded = _load_foreign(model, block, backbone, chosen, pretrained, weights, trust, timm_attn, device, size)
         _check_foreign(
             loaded, model if isinstance(model, str | os.PathLike) else loaded.name, timm_attn, kinds, command
         )
@@ -277,39 +275,42 @@ def _load_foreign(
     trust: bool,
     timm_attn: str | None,
     device: str,
-    size: int,
+    size: Size | None,
 ) -> LoadedModel:
-    """A model attnviz did not build, with taps on its attention modules (see attnviz.models.foreign)."""
+    """A model attnviz did not build, with taps on its attention modules (see attnviz.models.foreign), probed at
+    `size`, else at the size the model says it wants (timm:botnet26t_256: 256 only), else DEFAULT_SIZE."""
     from attnviz.models.foreign.zoo import StateDictFile, open_model
 
     built = open_model(model, block=block, pretrained=pretrained, weights=weights, trust=trust, timm_attn=timm_attn)
     if isinstance(built, StateDictFile):
-        return _load_state_dict_file(built.path, built.contents, block, backbone, stages, device, size)
+        return _load_state_dict_file(built.path, built.contents, block, backbone, stages, device, size or DEFAULT_SIZE)
     spec = str(model) if not isinstance(model, nn.Module) else type(model).__name__
-    return _foreign_loaded(built, spec, getattr(built.model, "attnviz_config", None), stages, device, size)
+    probe = size or built.input_size or DEFAULT_SIZE
+    return _foreign_loaded(built, spec, getattr(built.model, "attnviz_config", None), stages, device, probe)
 
 
 def _load_state_dict_file(
-    path: str, contents: Any, block: str | None, backbone: str, stages: Sequence[int], device: str, size: int
+    path: str, contents: Any, block: str | None, backbone: str, stages: Sequence[int], device: str, size: Size
 ) -> LoadedModel:
     """A state dict given as a model file: attnviz's own model (its sidecar or `block` say which), or `backbone`
-    alone with the attention it has built in."""
-    from attnviz.io.checkpoints import apply_state_dict, extract_state_dict
+    alone with the attention it has built in (another model's state dict: see `usercode.load_into_backbone`)."""
+    from attnviz.io.checkpoints import extract_state_dict
     from attnviz.io.sidecars import read_sidecar
     from attnviz.models import foreign
+    from attnviz.models.usercode import load_into_backbone
 
     info = read_sidecar(path)
     if block is not None or (info is not None and info.block):
         return load_native(block or info.block, backbone=backbone, stages=stages, weights=path, device=device)
     network = build_model(info.backbone if info else backbone, None, num_classes=info.num_classes if info else 1000)
-    apply_state_dict(network, extract_state_dict(contents, path), path)
+    load_into_backbone(network, extract_state_dict(contents, path), path, explain=info is None)
     label = f"torchvision's {network.attnviz_config.backbone}"
     built = foreign.ForeignModel(network, foreign.file_slug(Path(path).stem), label, f"with weights from {path}", True)
     return _foreign_loaded(built, path, network.attnviz_config, stages, device, size)
 
 
 def _foreign_loaded(
-    built: ForeignModel, spec: str, config: ModelConfig | None, stages: Sequence[int], device: str, size: int
+    built: ForeignModel, spec: str, config: ModelConfig | None, stages: Sequence[int], device: str, size: Size
 ) -> LoadedModel:
     """Attach taps to a foreign model, draw the recognised modules of `stages`, and wrap it as a LoadedModel."""
     from attnviz.models.foreign import attach_taps

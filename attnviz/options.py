@@ -179,9 +179,24 @@ def check_channel_options(order: str, top_k: int) -> None:
 
 
 def names_a_model(what: str | os.PathLike[str]) -> bool:
-    """Whether a name given where a block may go names a model instead: "torchvision:NAME", "timm:NAME", or an
-    existing file that is not also a block name."""
+    """Whether a name given where a block may go names a model instead: "torchvision:NAME", "timm:NAME",
+    "file.py:factory" or "package.module:factory" (existing or not: block names hold no colon), or an existing file
+    that is not also a block name."""
+    from attnviz.models.usercode import LIBRARIES, is_code_spec
+
     text = str(what)
-    if text.partition(":")[0] in ("torchvision", "timm"):
+    if text.partition(":")[0] in LIBRARIES or is_code_spec(text):
         return True
     return text not in block_names() and Path(text).exists()
+
+
+SCALES = ("per-map", "per-stage", "shared")
+"""How the maps of one picture share their colours (see attnviz.views.base.Style)."""
+
+
+def check_colour_scale(scale: str, vmin: float | None, vmax: float | None) -> None:
+    """The colour options of the overlays: a known scale, and vmin below vmax when both are given."""
+    if scale not in SCALES:
+        raise UsageError(f"unknown {option('scale')} {scale!r}", f"choose one of: {', '.join(SCALES)}")
+    if vmin is not None and vmax is not None and not vmin < vmax:
+        raise UsageError(f"{option('vmin')} must be below {option('vmax')}, got {vmin} and {vmax}")

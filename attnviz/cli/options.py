@@ -46,7 +46,9 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         help="A model attnviz did not build, whose own attention modules are found and drawn: torchvision:NAME, "
-        "timm:NAME, or a model file (a pickled model needs --trust; a state dict fits --backbone and BLOCK).",
+        "timm:NAME, your own code as path/to/file.py:factory or package.module:factory (keyword arguments after "
+        "commas: mynet.py:build,num_classes=10; your checkpoint with --weights), or a model file (a pickled model "
+        "needs --trust; a state dict fits --backbone and BLOCK).",
         show_default=False,
     ),
 ]
@@ -80,6 +82,8 @@ WeightsOpt = Annotated[
 TrustOpt = Annotated[
     bool, typer.Option("--trust", help="Allow loading a pickled model file; this runs code from the file.")
 ]
+
+
 def _size_syntax(text: str) -> str:
     """Refuse what is not N or WIDTHxHEIGHT at parse time (click's one line); the library checks the range."""
     if not re.fullmatch(r"-?\d+(?:[xX]-?\d+)?", text.strip()):
@@ -103,7 +107,27 @@ PreprocessOpt = Annotated[
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder the pictures are written to.")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Picture format: png, svg or pdf.")]
-CmapOpt = Annotated[str, typer.Option("--cmap", help="Matplotlib colormap of the overlays.")]
+CmapOpt = Annotated[
+    str, typer.Option("--cmap", help="Matplotlib colormap of the overlays (viridis is perceptually uniform; jet, ...).")
+]
+ColorbarOpt = Annotated[
+    bool, typer.Option("--colorbar/--no-colorbar", help="Put a colour bar with its values beside each map.")
+]
+ScaleOpt = Annotated[
+    str,
+    typer.Option(
+        "--scale",
+        help="How maps share colours: per-map (each its own min-max), per-stage (one range per stage) or shared "
+        "(one range for the whole picture).",
+    ),
+]
+VminOpt = Annotated[
+    float | None,
+    typer.Option("--vmin", help="Value of the first colour, for every map.", show_default=False),
+]
+VmaxOpt = Annotated[
+    float | None, typer.Option("--vmax", help="Value of the last colour, for every map.", show_default=False)
+]
 AlphaOpt = Annotated[float, typer.Option("--alpha", help="Opacity of the overlay, 0-1.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU when there is one), cpu or cuda.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable result on stdout.")]

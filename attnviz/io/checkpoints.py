@@ -17,8 +17,11 @@ from torch import nn
 
 from attnviz.errors import CheckpointError, UntrustedCheckpointError, UsageError, option
 
-STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "weights", "net")
-"""Keys under which training scripts commonly nest a state dict."""
+EMA_KEYS = ("ema", "model_ema", "state_dict_ema")
+"""Keys of the exponential moving average of the weights: preferred when a file holds both, as YOLO's own loader
+does (the EMA is what YOLO-style and timm trainers evaluate and ship)."""
+STATE_DICT_KEYS = (*EMA_KEYS, "state_dict", "model_state_dict", "model", "weights", "net")
+"""Keys under which training scripts commonly nest a state dict (or a pickled model), in order of preference."""
 
 
 def _check_file(path: Path) -> None:
@@ -65,18 +68,18 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
             ) from exc
     except Exception as exc:  # the weights-only reader runs no code from the file; anything else is a bad file
         raise CheckpointError(
-            f"cannot read {path} as a torch weights file ({_first_line(exc)})",
+            f"cannot read {path} as a torch weights file ({first_line(exc)})",
             "the file may be truncated or not a checkpoint",
         ) from exc
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a trusted pickle can fail in any way its code likes
         raise CheckpointError(
-            f"loading the trusted pickle {path} failed: {type(exc).__name__}: {_first_line(exc)}"
+            f"loading the trusted pickle {path} failed: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, at most 160 characters (its type when it has no message)."""
     lines = str(exc).strip().splitlines()
     return lines[0][:160] if lines else type(exc).__name__
@@ -103,44 +106,91 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"cannot read {path} as safetensors ({_first_line(exc)})",
+            f"cannot read {path} as safetensors ({first_line(exc)})",
             "the file may be truncated or corrupt; re-save or re-download it",
         ) from exc
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The state dict inside what `read_checkpoint` returned (a bare state dict, or one nested under a usual key)."""
+    return find_state_dict(obj, source)[0]
+
+
+def find_state_dict(obj: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str]:
+    """(the state dict inside what `read_checkpoint` returned, the key it was found under: "" when bare).
+
+    Training checkpoints nest it under a usual key ({'state_dict': ...}, {'model': ...}, {'model_state_dict': ...});
+    when one holds EMA weights beside the raw ones ({'model': ..., 'ema': ...}), the EMA weights are taken.
+
+    Raises:
+        CheckpointError: nothing in `obj` is a state dict.
+    """
     if isinstance(obj, nn.Module):
-        return obj.state_dict()
+        return obj.state_dict(), ""
     if isinstance(obj, dict):
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
+            return obj, ""
         for key in STATE_DICT_KEYS:
-            if isinstance(obj.get(key), dict):
-                return extract_state_dict(obj[key], source)
-            if isinstance(obj.get(key), nn.Module):
-                return obj[key].state_dict()
-    raise CheckpointError(f"{source} holds no state dict (found {type(obj).__name__})")
+            if not isinstance(obj.get(key), dict | nn.Module):
+                continue
+            try:
+                state, inner = find_state_dict(obj[key], source)
+            except CheckpointError:  # e.g. an 'ema' entry holding only the EMA's settings
+                continue
+            return state, ".".join(filter(None, (key, inner)))
+    found = f"a dict with keys {_examples([str(k) for k in obj], 5)}" if isinstance(obj, dict) else type(obj).__name__
+    raise CheckpointError(
+        f"{source} holds no state dict (found {found})",
+        f"save model.state_dict(), alone or under one of the keys {', '.join(STATE_DICT_KEYS)}",
+    )
 
 
-def _strip_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    """Drop a "module." (DataParallel) or "model." prefix when that is what makes the keys match."""
-    for prefix in ("module.", "model."):
-        if all(k.startswith(prefix) for k in state):
-            stripped = {k[len(prefix) :]: v for k, v in state.items()}
-            if set(stripped) & expected:
-                return stripped
-    return state
+def strip_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    """`state` without the leading key parts every key shares ("module." from DDP, "model." from Lightning, both,
+    "_orig_mod." from torch.compile...), stripped as far as makes the most keys match `expected`."""
+    best, best_hits, current = state, len(set(state) & expected), state
+    while current and all("." in k for k in current):
+        heads = {k.partition(".")[0] for k in current}
+        if len(heads) != 1:
+            break
+        current = {k.partition(".")[2]: v for k, v in current.items()}
+        hits = len(set(current) & expected)
+        if hits > best_hits:
+            best, best_hits = current, hits
+    return best
 
 
-def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "the weights file") -> None:
+def _backbone_hint() -> str:
+    return (
+        f"check {option('backbone')}, the block name and {option('stages')} match the ones the weights were trained "
+        "with"
+    )
+
+
+def _examples(keys: list[str], count: int = 3) -> str:
+    return ", ".join(keys[:count]) + (", ..." if len(keys) > count else "")
+
+
+def apply_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str = "the weights file", *, hint: str | None = None
+) -> None:
     """Load `state` into `model` strictly, naming what does not match in one line.
+
+    Keys prefixed by a wrapper (DDP's "module.", Lightning's "model.") are matched without it; batch-norm counters
+    (`num_batches_tracked`) that older files lack are kept as the model has them.
+
+    Args:
+        model: The model to load into.
+        state: The state dict.
+        source: Where it came from, for the message.
+        hint: What to do when it does not fit (default: check the attnviz backbone, block and stages).
 
     Raises:
         CheckpointError: keys are missing or unexpected, or shapes differ.
     """
     own = model.state_dict()
-    state = _strip_prefix(state, set(own))
+    state = strip_prefixes(state, set(own))
+    state = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked") and k not in state}, **state}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [
@@ -151,14 +201,24 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
     if missing or unexpected or mismatched:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+            parts.append(f"{len(missing)} missing (e.g. {_examples(missing)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+            parts.append(f"{len(unexpected)} unexpected (e.g. {_examples(unexpected)})")
         if mismatched:
-            parts.append(f"{len(mismatched)} of another shape (e.g. {', '.join(mismatched[:2])})")
-        raise CheckpointError(
-            f"{source} does not fit this model: " + "; ".join(parts),
-            f"check {option('backbone')}, the block name and {option('stages')} match the ones the weights were "
-            "trained with",
-        )
+            parts.append(f"{len(mismatched)} of another shape (e.g. {_examples(mismatched, 2)})")
+        raise CheckpointError(f"{source} does not fit this model: " + "; ".join(parts), hint or _backbone_hint())
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def load_state_file(
+    model: nn.Module, path: str | os.PathLike[str], *, trust: bool = False, hint: str | None = None
+) -> str:
+    """Read the state dict in `path` (bare, or nested in a training checkpoint: EMA weights first) into `model`, and
+    return the key it was nested under ("" when bare).
+
+    Raises:
+        UsageError, UntrustedCheckpointError, CheckpointError: as `read_checkpoint` and `apply_state_dict`.
+    """
+    state, entry = find_state_dict(read_checkpoint(path, trust=trust), str(path))
+    apply_state_dict(model, state, str(path), hint=hint)
+    return entry

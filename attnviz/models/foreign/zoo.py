@@ -1,4 +1,4 @@
-"""Building or reading the model a `--model` spec names: torchvision's, timm's, or a model file.
+"""Building or reading the model a `--model` spec names: torchvision's, timm's, the user's own code, or a model file.
 
 Offline, pretrained weights that are not cached are refused at once with a message saying which file to place where.
 """
@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from attnviz.errors import CheckpointError, UsageError, option
-from attnviz.io.checkpoints import apply_state_dict
+from attnviz.io.checkpoints import STATE_DICT_KEYS, apply_state_dict, load_state_file, read_checkpoint
+from attnviz.models.usercode import LIBRARIES, MISFIT, build_from_code, is_code_spec, parse_code_spec
 
 TIMM_ATTN_EXAMPLES = "se, ese, eca, ceca, cbam, lcbam, coord, ela, ge, gc, gca, sk, splat"
 """Some of timm's attn_layer names (timm.layers.get_attn decides what is valid); for hints only."""
@@ -55,17 +56,18 @@ class ForeignModel:
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
-    """ "torchvision:NAME" -> ("torchvision", NAME), "timm:NAME" -> ("timm", NAME), anything else -> ("file", spec).
+    """ "torchvision:NAME" -> ("torchvision", NAME), "timm:NAME" -> ("timm", NAME), "file.py:factory,k=v" and
+    "package.module:factory,k=v" -> ("code", spec) (see attnviz.models.usercode), anything else -> ("file", spec).
 
     Raises:
         UsageError: a torchvision: or timm: spec names no model.
     """
     source, sep, name = spec.partition(":")
-    if sep and source in ("torchvision", "timm"):
+    if sep and source in LIBRARIES:
         if not name.strip():
             raise UsageError(f"{option('model')} {spec} names no model", f"e.g. {option('model')} {source}:resnet18")
         return source, name.strip()
-    return "file", spec
+    return ("code", spec) if is_code_spec(spec) and not Path(spec).exists() else ("file", spec)
 
 
 def file_slug(text: str) -> str:
@@ -168,7 +170,7 @@ def timm_model(name: str, *, pretrained: bool = False, attn: str | None = None) 
         f"timm's {name}" + (f" with {attn} attention" if attn else ""),
         weights,
         pretrained,
-        input_size=int(size[-1]) if pretrained and size else None,
+        input_size=int(size[-1]) if size else None,  # some (botnet26t_256) only run at it, trained or not
         mean=tuple(cfg["mean"]) if len(cfg.get("mean", ())) == 3 else None,
         std=tuple(cfg["std"]) if len(cfg.get("std", ())) == 3 else None,
     )
@@ -277,8 +279,6 @@ def _timm_pretrained(timm: Any, name: str, kwargs: dict[str, Any], *, strict: bo
 
 def module_from_checkpoint(obj: Any) -> nn.Module | None:
     """The nn.Module a trusted pickle holds (itself, or nested under a usual key); None for a state dict."""
-    from attnviz.io.checkpoints import STATE_DICT_KEYS
-
     if isinstance(obj, nn.Module):
         return obj
     if isinstance(obj, dict):
@@ -296,8 +296,6 @@ def model_file(path: str | os.PathLike[str], *, trust: bool) -> tuple[nn.Module 
         UntrustedCheckpointError: it is a pickled model and `trust` is False (nothing from it has run).
         CheckpointError: it is not a weights or model file.
     """
-    from attnviz.io.checkpoints import read_checkpoint
-
     if not Path(path).exists():
         raise UsageError(
             f"model file not found: {path}", "give torchvision:NAME, timm:NAME or the path of a model file"
@@ -324,14 +322,15 @@ def open_model(
     trust: bool = False,
     timm_attn: str | None = None,
 ) -> ForeignModel | StateDictFile:
-    """The model a spec names ("torchvision:NAME", "timm:NAME", a model file) or an nn.Module, with `weights`.
+    """The model a spec names ("torchvision:NAME", "timm:NAME", "file.py:factory", "package.module:factory", a
+    model file) or an nn.Module, with `weights` (a state dict, unwrapped from the usual training checkpoints).
 
     Raises:
         UsageError: options that do not go with this kind of model (a block name added to a model with its own
-            attention, weights for a model file, timm_attn for a model that is not timm's).
+            attention, weights for a model file, timm_attn for a model that is not timm's, pretrained for the
+            user's code), or the user's code cannot build it.
+        CheckpointError: `weights` cannot be read or do not fit.
     """
-    from attnviz.io.checkpoints import extract_state_dict, read_checkpoint
-
     kind, name = ("module", type(model).__name__) if isinstance(model, nn.Module) else parse_model_spec(str(model))
     spec = name if kind == "module" else str(model)
     _check_options(kind, spec, block, pretrained, weights, timm_attn)
@@ -345,14 +344,34 @@ def open_model(
         built = ForeignModel(module, file_slug(Path(name).stem), label, "with the weights it holds", True)
     elif kind == "module":
         built = ForeignModel(model.eval(), file_slug(name), f"your {name}", "with its own weights", True)
+    elif kind == "code":
+        built = code_model(name)
     elif kind == "torchvision":
         built = torchvision_model(name, pretrained=pretrained)
     else:
         built = timm_model(name, pretrained=pretrained, attn=timm_attn)
     if weights is not None:
-        apply_state_dict(built.model, extract_state_dict(read_checkpoint(weights, trust=trust), str(weights)))
-        built.weights, built.trained = f"with weights from {weights}", True
+        entry = load_state_file(built.model, weights, trust=trust, hint=_misfit_hint(kind, name))
+        built.weights = f"with weights from {weights}" + (f" (its {entry!r} entry)" if entry else "")
+        built.trained = True
     return built
+
+
+def code_model(spec: str) -> ForeignModel:
+    """The model the user's own code builds ("mynet.py:build,num_classes=10"), as its factory left it."""
+    code = parse_code_spec(spec)
+    model = build_from_code(code)
+    label = f"{type(model).__name__} from {code.target}:{code.factory}"
+    weights = f"with the weights {code.call} gave it (no checkpoint; {option('weights')} for yours)"
+    return ForeignModel(model.eval(), file_slug(f"{code.stem}-{code.factory}"), label, weights, False)
+
+
+def _misfit_hint(kind: str, name: str) -> str:
+    """What to do when weights do not fit a model that is not attnviz's backbone."""
+    if kind == "code":
+        return f"{MISFIT}: {parse_code_spec(name).retry}"
+    attn = f" (and {option('timm_attn')})" if kind == "timm" else ""
+    return f"{MISFIT}: name the {kind} model{attn} they were trained from" if kind in LIBRARIES else MISFIT
 
 
 def _check_options(
@@ -372,3 +391,5 @@ def _check_options(
         raise UsageError(
             f"{option('pretrained')} and {option('weights')} do not apply to a model file", "leave them out"
         )
+    if kind == "code" and pretrained:
+        raise UsageError(f"{option('pretrained')} does not apply to {spec}", f"give {option('weights')} FILE instead")
