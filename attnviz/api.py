@@ -21,6 +21,7 @@ from attnviz.options import (
     MATRIX_STAGES,
     check_block_kinds,
     check_channel_options,
+    check_colour_scale,
     check_drawing,
     check_points,
     names_a_model,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
     from attnviz.io.photos import ImageInput
     from attnviz.loading import LoadedModel
-    from attnviz.views.base import View
+    from attnviz.views.base import Style, View
 
 
 def load_for(
@@ -72,6 +73,22 @@ def load_for(
     )
 
 
+def _style(
+    cmap: str,
+    alpha: float,
+    *,
+    contour: bool = False,
+    colorbar: bool = True,
+    scale: str = "per-map",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Style:
+    from attnviz.views.base import Style
+
+    check_colour_scale(scale, vmin, vmax)
+    return Style(cmap=cmap, alpha=alpha, contour=contour, colorbar=colorbar, scale=scale, vmin=vmin, vmax=vmax)
+
+
 def _photo(image: ImageInput | None, photo: Image.Image | None) -> tuple[Any, Image.Image]:
     """(path, RGB photo) of `image`; `photo` is the file already read (the CLI reads it before loading the model)."""
     from pathlib import Path
@@ -90,10 +107,15 @@ def show(
     model: str | os.PathLike[str] | nn.Module | None = None,
     every_block: bool = False,
     contour: bool = False,
-    colorbar: bool = False,
+    colorbar: bool = True,
     cam: str | None = None,
-    cmap: str = "jet",
+    cmap: str = "viridis",
     alpha: float = 0.5,
+    scale: str = "per-map",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    each: bool = False,
+    heat_only: bool = False,
     size: int | str | tuple[int, int] | None = None,
     preprocess: str = "resize",
     device: str = "auto",
@@ -111,8 +133,13 @@ def show(
         contour: Outline the peak of each map.
         colorbar: Put a colour bar with its values beside each map.
         cam: Draw the model's CAM (gradcam, gradcamplusplus, ...) beside each stage.
-        cmap: Matplotlib colormap of the overlays.
+        cmap: Matplotlib colormap of the overlays (default viridis, perceptually uniform; "jet" as CAM tools).
         alpha: Opacity of the overlays, 0-1.
+        scale: How maps share colours: "per-map", "per-stage" or "shared" (see `attnviz.Style`).
+        vmin: Value of the colormap's first colour for every map (default: from `scale`).
+        vmax: Value of the colormap's last colour for every map (default: from `scale`).
+        each: Also one picture per map, the overlay at the photo's full resolution.
+        heat_only: Also one transparent PNG layer per map at the photo's full resolution (the heat alone).
         size: The model input: a side, or (width, height) such as (640, 384) (default: what the weights were
             trained at, or 224).
         preprocess: Fit the photo to the input by "resize", "crop" or "letterbox".
@@ -122,10 +149,10 @@ def show(
     """
     check_drawing(size=size, preprocess=preprocess, device=device, alpha=alpha, cmap=cmap)
     size = parse_size(size)
+    style = _style(cmap, alpha, contour=contour, colorbar=colorbar, scale=scale, vmin=vmin, vmax=vmax)
 
     from attnviz.analysis import analyse
     from attnviz.views import show as view
-    from attnviz.views.base import Style
 
     path, photo = _photo(image, photo)
     loaded = load_for("show", block, kinds=view.KINDS, model=model, size=size, device=device, **load_options)
@@ -135,8 +162,16 @@ def show(
 
         cams = stage_cams(loaded, cam)
     analysis = analyse(loaded, path, size=size, mode=preprocess, kinds=view.KINDS, photo=photo)
-    style = Style(cmap=cmap, alpha=alpha, contour=contour, colorbar=colorbar)
-    return view.draw(analysis, loaded, style, every_block=every_block, cams=cams, cam_name=cam or "CAM")
+    return view.draw(
+        analysis,
+        loaded,
+        style,
+        every_block=every_block,
+        cams=cams,
+        cam_name=cam or "CAM",
+        each=each,
+        heat_only=heat_only,
+    )
 
 
 def channels(
@@ -197,7 +232,7 @@ def coords(
     *,
     model: str | os.PathLike[str] | nn.Module | None = None,
     every_block: bool = False,
-    cmap: str = "jet",
+    cmap: str = "viridis",
     alpha: float = 0.5,
     size: int | str | tuple[int, int] | None = None,
     preprocess: str = "resize",
@@ -209,15 +244,15 @@ def coords(
     `attnviz coords` writes. Arguments as in `show`."""
     check_drawing(size=size, preprocess=preprocess, device=device, alpha=alpha, cmap=cmap)
     size = parse_size(size)
+    style = _style(cmap, alpha)
 
     from attnviz.analysis import analyse
     from attnviz.views import coords as view
-    from attnviz.views.base import Style
 
     path, photo = _photo(image, photo)
     loaded = load_for("coords", block, kinds=view.KINDS, model=model, size=size, device=device, **load_options)
     analysis = analyse(loaded, path, size=size, mode=preprocess, kinds=view.KINDS, photo=photo)
-    return view.draw(analysis, loaded, Style(cmap=cmap, alpha=alpha), every_block=every_block)
+    return view.draw(analysis, loaded, style, every_block=every_block)
 
 
 def matrix(
@@ -229,8 +264,12 @@ def matrix(
     heads: str | Sequence[int] | None = None,
     heatmaps: bool = False,
     every_block: bool = False,
-    cmap: str = "jet",
+    cmap: str = "viridis",
     alpha: float = 0.5,
+    colorbar: bool = True,
+    scale: str = "per-map",
+    vmin: float | None = None,
+    vmax: float | None = None,
     size: int | str | tuple[int, int] | None = None,
     preprocess: str = "resize",
     device: str = "auto",
@@ -249,10 +288,10 @@ def matrix(
     check_drawing(size=size, preprocess=preprocess, device=device, alpha=alpha, cmap=cmap)
     size = parse_size(size)
     head_list = parse_heads(heads)
+    style = _style(cmap, alpha, colorbar=colorbar, scale=scale, vmin=vmin, vmax=vmax)
 
     from attnviz.analysis import analyse
     from attnviz.views import matrix as view
-    from attnviz.views.base import Style
 
     path, photo = _photo(image, photo)
     points = [parse_point(q) for q in query] if query else view.centre(photo.size)
@@ -277,9 +316,7 @@ def matrix(
         query_points=None if heatmaps else points,
         heads=head_list,
     )
-    return view.draw(
-        analysis, loaded, Style(cmap=cmap, alpha=alpha), points=points, heatmaps=heatmaps, every_block=every_block
-    )
+    return view.draw(analysis, loaded, style, points=points, heatmaps=heatmaps, every_block=every_block)
 
 
 def inspect(

@@ -31,7 +31,7 @@ def coords(
     preprocess: opt.PreprocessOpt = "resize",
     out_dir: opt.OutOpt = Path("attnviz-out"),
     fmt: opt.FormatOpt = "png",
-    cmap: opt.CmapOpt = "jet",
+    cmap: opt.CmapOpt = "viridis",
     alpha: opt.AlphaOpt = 0.5,
     device: opt.DeviceOpt = "auto",
     as_json: opt.JsonOpt = False,

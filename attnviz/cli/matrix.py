@@ -10,7 +10,7 @@ import typer
 from attnviz.cli import options as opt
 from attnviz.cli.common import guarded, write_view
 from attnviz.errors import UsageError
-from attnviz.options import KINDS
+from attnviz.options import KINDS, check_colour_scale
 
 
 @guarded
@@ -39,7 +39,11 @@ def matrix(
     preprocess: opt.PreprocessOpt = "resize",
     out_dir: opt.OutOpt = Path("attnviz-out"),
     fmt: opt.FormatOpt = "png",
-    cmap: opt.CmapOpt = "jet",
+    cmap: opt.CmapOpt = "viridis",
+    colorbar: opt.ColorbarOpt = True,
+    scale: opt.ScaleOpt = "per-map",
+    vmin: opt.VminOpt = None,
+    vmax: opt.VmaxOpt = None,
     alpha: opt.AlphaOpt = 0.5,
     device: opt.DeviceOpt = "auto",
     as_json: opt.JsonOpt = False,
@@ -58,6 +62,7 @@ def matrix(
         raise UsageError("matrix draws one image" if images else "missing argument IMAGE", "give one image file")
     image = images[0]
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
+    check_colour_scale(scale, vmin, vmax)
     opt.check_out_dir(out_dir)
     if model is None:
         opt.check_block_kinds(block, KINDS["matrix"], "matrix")
@@ -89,6 +94,10 @@ def matrix(
         every_block=every_block,
         cmap=cmap,
         alpha=alpha,
+        colorbar=colorbar,
+        scale=scale,
+        vmin=vmin,
+        vmax=vmax,
         size=size,
         preprocess=preprocess,
     )

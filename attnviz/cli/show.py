@@ -13,7 +13,7 @@ from rich.markup import escape
 from attnviz.cli import options as opt
 from attnviz.cli.common import err, guarded, out, progress
 from attnviz.errors import ImageError, UsageError
-from attnviz.options import KINDS
+from attnviz.options import KINDS, check_colour_scale
 
 
 @guarded
@@ -29,10 +29,21 @@ def show(
     every_block: Annotated[
         bool, typer.Option("--every-block", help="Draw every block, not only the last block of each stage.")
     ] = False,
-    contour: Annotated[bool, typer.Option("--contour", help="Outline the peak of each map.")] = False,
-    colorbar: Annotated[bool, typer.Option("--colorbar", help="Put a colour bar with its values beside each map.")] = (
-        False
-    ),
+    contour: Annotated[
+        bool,
+        typer.Option(
+            "--contour",
+            help="Outline where each map reaches 50% (solid) and 75% (dashed) of its range.",
+        ),
+    ] = False,
+    each: Annotated[
+        bool, typer.Option("--each", help="Also one file per map: its overlay at the photo's full resolution.")
+    ] = False,
+    heat_only: Annotated[
+        bool,
+        typer.Option("--heat-only", help="Also one transparent PNG layer per map at full resolution (the heat alone)."),
+    ] = False,
+    colorbar: opt.ColorbarOpt = True,
     cam: Annotated[
         str | None,
         typer.Option("--cam", help="Draw the same model's CAM beside each stage (gradcam, gradcamplusplus, ...)."),
@@ -44,7 +55,10 @@ def show(
     preprocess: opt.PreprocessOpt = "resize",
     out_dir: opt.OutOpt = Path("attnviz-out"),
     fmt: opt.FormatOpt = "png",
-    cmap: opt.CmapOpt = "jet",
+    cmap: opt.CmapOpt = "viridis",
+    scale: opt.ScaleOpt = "per-map",
+    vmin: opt.VminOpt = None,
+    vmax: opt.VmaxOpt = None,
     alpha: opt.AlphaOpt = 0.5,
     device: opt.DeviceOpt = "auto",
     as_json: opt.JsonOpt = False,
@@ -64,6 +78,7 @@ def show(
     if not images:
         raise UsageError("missing argument IMAGES", "give one or more image files or folders")
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
+    check_colour_scale(scale, vmin, vmax)
     opt.check_out_dir(out_dir)
     if model is None:
         opt.check_block_kinds(block, KINDS["show"], "show")
@@ -84,7 +99,18 @@ def show(
         device=device,
         quiet=as_json,
     )
-    style = {"every_block": every_block, "contour": contour, "colorbar": colorbar, "cam": cam, "cmap": cmap}
+    style = {
+        "every_block": every_block,
+        "contour": contour,
+        "colorbar": colorbar,
+        "cam": cam,
+        "cmap": cmap,
+        "scale": scale,
+        "vmin": vmin,
+        "vmax": vmax,
+        "each": each,
+        "heat_only": heat_only,
+    }
     results, skipped = [], []
     # PNG encoding releases the GIL, so pictures are written on a second thread while the next photo runs.
     with progress(len(paths) > 1 and not as_json) as bar, ThreadPoolExecutor(max_workers=1) as writer:

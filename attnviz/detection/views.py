@@ -56,7 +56,7 @@ def asff_view(
     if analysis.detections is not None:
         pictures["asff_detections"] = detections_picture(analysis, score)
         pictures["asff_shares"] = shares_chart(analysis, loaded)
-    return View(pictures, summary(analysis, loaded), file_slug(loaded.path.stem), analysis.path.stem)
+    return View(pictures, summary(analysis, loaded), file_slug(loaded.path.stem), analysis.path.stem, analysis)
 
 
 # ------------------------------------------------------------------------------------------------------ pictures
@@ -85,6 +85,22 @@ def _thumbnail(analysis: DetectorAnalysis, width: int) -> Image.Image:
     return photo.resize((width, height), Image.Resampling.BILINEAR)
 
 
+def photo_stats(analysis: DetectorAnalysis, level: LevelMap) -> dict[str, np.ndarray]:
+    """What the pictures' captions and `--json` both report of one ASFF module, measured on the photo's pixels that
+    the detector saw (drawn at the tile size): per source level the mean, least and largest weight, and the share
+    of pixels where it dominates. One source for both, so the numbers drawn are the numbers printed."""
+    size = _thumbnail(analysis, TILE_WIDTH).size
+    stacked = np.stack([analysis.on_photo(cells, size) for cells in level.planes])
+    seen = np.isfinite(stacked).all(axis=0)
+    values = stacked[:, seen]
+    if not values.size:
+        nan = np.full(3, np.nan)
+        return {"mean": nan, "low": nan, "high": nan, "dominant": nan}
+    dominant = np.bincount(values.argmax(axis=0), minlength=3) / values.shape[1]
+    stats = {"mean": values.mean(axis=1), "low": values.min(axis=1), "high": values.max(axis=1), "dominant": dominant}
+    return {name: np.round(v, 4) for name, v in stats.items()}  # as printed: the captions round the same numbers
+
+
 def levels_picture(analysis: DetectorAnalysis, *, cmap: str, alpha: float) -> Image.Image:
     """One row per ASFF module (fine output level first): a header, then each source level's weight on the photo,
     all on one 0-1 colour scale (drawn once under the grid)."""
@@ -95,11 +111,10 @@ def levels_picture(analysis: DetectorAnalysis, *, cmap: str, alpha: float) -> Im
     tiles = []
     for index, level in enumerate(analysis.levels):
         row = []
+        stats = photo_stats(analysis, level)
         for k, cells in enumerate(level.planes):
             heat = analysis.on_photo(cells, photo.size)
-            finite = heat[np.isfinite(heat)]
-            low, high = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"),) * 2
-            values = f"mean {float(finite.mean()) if finite.size else float('nan'):.2f} ({low:.2f}-{high:.2f})"
+            values = f"mean {stats['mean'][k]:.2f} ({stats['low'][k]:.2f}-{stats['high'][k]:.2f})"
             picture = overlay(photo, heat, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
             row.append(captioned(picture, f"from {_source_label(level, k)}\n{values}", font_size=FONT))
         header = text_tile(_header(level, index, analysis.input_size), (TILE_WIDTH // 2, row[0].height), font_size=FONT)
@@ -117,6 +132,14 @@ def _dominant_labels(analysis: DetectorAnalysis, level: LevelMap, size: tuple[in
     return np.where(seen, labels, -1)
 
 
+def dominant_caption(analysis: DetectorAnalysis, level: LevelMap, index: int) -> str:
+    """The caption of one module's tile in the dominant-level picture: its shares, as `--json` reports them."""
+    dominant = photo_stats(analysis, level)["dominant"]
+    shares = ", ".join(f"{_short_label(level, k)} {100 * dominant[k]:.0f}%" for k in range(3))
+    h, w = level.grid
+    return f"{level.layer} → level {index} ({h}x{w})\n{shares}"
+
+
 def dominant_picture(analysis: DetectorAnalysis) -> Image.Image:
     """Per ASFF module, each pixel coloured by the source level that dominates it, with a legend."""
     from attnviz.detection.drawing import LEVEL_COLORS, category_overlay
@@ -126,10 +149,7 @@ def dominant_picture(analysis: DetectorAnalysis) -> Image.Image:
     tiles = []
     for index, level in enumerate(analysis.levels):
         labels = _dominant_labels(analysis, level, photo.size)
-        seen = max(1, int((labels >= 0).sum()))
-        shares = ", ".join(f"{_short_label(level, k)} {100 * (labels == k).sum() / seen:.0f}%" for k in range(3))
-        h, w = level.grid
-        caption = f"{level.layer} → level {index} ({h}x{w})\n{shares}"
+        caption = dominant_caption(analysis, level, index)
         tiles.append(captioned(category_overlay(photo, labels, LEVEL_COLORS), caption, font_size=FONT))
     combined = grid(tiles, len(tiles))
     first = analysis.levels[0]
@@ -234,9 +254,8 @@ def detections_table(analysis: DetectorAnalysis, score: float) -> TableData:
     return TableData(title, columns, ("class", "box x0,y0,x1,y1", "size (input px)"), rows)
 
 
-def _level_summary(level: LevelMap, side: int) -> dict[str, Any]:
-    flat = level.planes.reshape(3, -1)
-    dominant = np.bincount(flat.argmax(axis=0), minlength=3) / flat.shape[1]
+def _level_summary(analysis: DetectorAnalysis, level: LevelMap, side: int) -> dict[str, Any]:
+    stats = photo_stats(analysis, level)
     names = LEVEL_NAMES if level.order_known else ("input 0", "input 1", "input 2")
     return {
         "layer": level.layer,
@@ -245,8 +264,8 @@ def _level_summary(level: LevelMap, side: int) -> dict[str, Any]:
         "stride": level.stride(side),
         "source_strides": level.source_strides,
         "order_known": level.order_known,
-        "mean_weights": {n: round(float(v), 4) for n, v in zip(names, flat.mean(axis=1), strict=True)},
-        "dominant_share": {n: round(float(v), 4) for n, v in zip(names, dominant, strict=True)},
+        "mean_weights": {n: round(float(v), 4) for n, v in zip(names, stats["mean"], strict=True)},
+        "dominant_share": {n: round(float(v), 4) for n, v in zip(names, stats["dominant"], strict=True)},
     }
 
 
@@ -262,7 +281,7 @@ def summary(analysis: DetectorAnalysis, loaded: LoadedDetector) -> dict[str, Any
         "input_size": side,
         "preprocess": analysis.mode,
         "modules": [m.summary() for m in loaded.modules],
-        "levels": [_level_summary(level, side) for level in analysis.levels],
+        "levels": [_level_summary(analysis, level, side) for level in analysis.levels],
         "detections": None,
         "shares_by_size": None,
     }

@@ -104,13 +104,16 @@ def stack(images: Sequence[Image.Image], *, background: str = "white") -> Image.
     return out
 
 
-def caption_tile(image: Image.Image, caption: str, *, width: int | None = None) -> Image.Image:
+def caption_tile(
+    image: Image.Image, caption: str, *, width: int | None = None, font_size: int | None = None
+) -> Image.Image:
     """The image with a white caption strip above it.
 
     Args:
         image: The tile (any mode; returned as RGB).
         caption: Text; wrapped to the tile's width, explicit newlines kept.
         width: Scale the tile to this width first (keeping its aspect ratio).
+        font_size: Caption font size in pixels (default: from the tile's width, 11-40).
 
     Returns:
         An RGB image as wide as the (scaled) tile, taller by the caption strip.
@@ -119,7 +122,7 @@ def caption_tile(image: Image.Image, caption: str, *, width: int | None = None) 
     if width is not None and width != tile.width:
         height = max(1, round(tile.height * width / tile.width))
         tile = tile.resize((width, height), Image.Resampling.LANCZOS)
-    font_size = max(11, min(40, round(tile.width / 16)))
+    font_size = font_size or max(11, min(40, round(tile.width / 16)))
     font = load_font(font_size)
     margin = max(3, font_size // 3)
     lines = wrap(caption, font, tile.width - 2 * margin)
@@ -188,3 +191,29 @@ def _flatten(tile: Image.Image, background: str | RGB) -> Image.Image:
         base = Image.new("RGBA", rgba.size, background)
         return Image.alpha_composite(base, rgba).convert("RGB")
     return tile.convert("RGB")
+
+
+def equal_heights(tiles: list[Image.Image], background: str | RGB = "white") -> list[Image.Image]:
+    """Tiles padded at the top to the tallest one's height, so that captioned tiles whose captions wrap onto
+    different numbers of lines line up (and `grid` does not shrink the taller ones)."""
+    height = max(t.height for t in tiles)
+    padded = []
+    for tile in tiles:
+        if tile.height == height:
+            padded.append(tile)
+            continue
+        canvas = Image.new("RGB", (tile.width, height), background)
+        canvas.paste(tile.convert("RGB"), (0, height - tile.height))
+        padded.append(canvas)
+    return padded
+
+
+def grid_columns(count: int, tile_size: tuple[int, int], *, most: int = 5, max_aspect: float = 6.0) -> int:
+    """How many of `count` tiles of `tile_size` (width, height) to put in a row: as many as fit up to `most`,
+    fewer when the picture would be wider than `max_aspect` times its height (a wide photo makes a ribbon)."""
+    width, height = tile_size
+    for columns in range(min(count, most), 1, -1):
+        rows = math.ceil(count / columns)
+        if columns * width <= max_aspect * rows * height:
+            return columns
+    return 1

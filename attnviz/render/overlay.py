@@ -22,6 +22,10 @@ from attnviz.render.text import load_font, text_size
 # Suggested when a colormap name is unknown; any matplotlib colormap works.
 COMMON_CMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "gray", "coolwarm")
 CONTOUR_LEVELS = (0.5, 0.75)  # fractions of the value range; the first is drawn thicker
+FLAT_RANGE = 1e-3
+"""A map whose values span less than this fraction of their magnitude is drawn flat, in one colour, and captioned
+so: a sigmoid gate at 0.5 +- 1e-5 is float noise that a per-map colour scale would stretch into vivid structure,
+while a softmax over 3000 positions (values near 3e-4) still varies by far more than 0.1% of itself."""
 MAX_CONTOUR_COVER = 0.2  # fraction of the picture above which a contour level would hide the map
 _LUT_SIZE = 256
 _UNSEEN_FADE = 0.45  # how far "not seen" pixels are pulled towards light grey after desaturation
@@ -61,12 +65,20 @@ def colormap_lut(cmap: str) -> np.ndarray:
 def value_range(values: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> tuple[float, float]:
     """The (vmin, vmax) a map is drawn with: the given limits, else the finite minimum and maximum.
 
-    A map with no finite value gives (nan, nan). `vmin == vmax` means the map is constant.
+    A map with no finite value gives (nan, nan). `vmin == vmax` means the map is drawn flat: it is constant, or
+    (when neither limit is given) its values span less than FLAT_RANGE of their magnitude: float noise.
     """
     finite = values[np.isfinite(values)]
     lo = float(finite.min()) if vmin is None and finite.size else vmin
     hi = float(finite.max()) if vmax is None and finite.size else vmax
+    if vmin is None and vmax is None and lo is not None and hi is not None and is_flat(lo, hi):
+        hi = lo
     return (math.nan if lo is None else float(lo), math.nan if hi is None else float(hi))
+
+
+def is_flat(low: float, high: float) -> bool:
+    """Whether values from `low` to `high` are too close to draw as a map (apart by under FLAT_RANGE of their size)."""
+    return high - low <= FLAT_RANGE * max(abs(low), abs(high))
 
 
 def _normalise(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
@@ -172,12 +184,12 @@ def _draw_contours(pixels: np.ndarray, scaled: np.ndarray, seen: np.ndarray) -> 
 
 def _colorbar(height: int, cmap: str, lo: float, hi: float) -> Image.Image:
     """A white strip with a vertical colour bar (max at the top) and its min/max labels, `height` px tall."""
-    font = load_font(max(10, min(28, height // 16)))
+    font = load_font(max(14, min(28, height // 16)))
     constant = not hi > lo
     if not math.isfinite(lo):
         labels = ["nothing\nseen"]
     elif constant:
-        labels = [f"constant\n{_format_value(lo)}"]
+        labels = [f"flat\n{_format_value(lo)}"]
     else:
         labels = [_format_value(hi), _format_value(lo)]
     text_w = max(text_size(font, line)[0] for label in labels for line in label.splitlines())

@@ -72,7 +72,11 @@ def _figure_writer(fig: Figure, fmt: str, dpi: float) -> Callable[[IO[bytes]], N
     metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
 
     def write(handle: IO[bytes]) -> None:
-        fig.savefig(handle, format=fmt, dpi=dpi, metadata=metadata, facecolor="white")
+        import matplotlib
+
+        # Text stays text (editable, searchable) in SVG and PDF: SVG names the font, PDF embeds it as TrueType.
+        with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
+            fig.savefig(handle, format=fmt, dpi=dpi, metadata=metadata, facecolor="white")
 
     return write
 

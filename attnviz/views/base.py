@@ -25,16 +25,24 @@ class Style:
     """How maps are drawn over a photo.
 
     Attributes:
-        cmap: Matplotlib colormap of the heat.
+        cmap: Matplotlib colormap of the heat (viridis: perceptually uniform; jet, as CAM tools use, is available).
         alpha: Opacity of the heat over the photo, 0-1.
         contour: Outline the peak of each map.
         colorbar: Put a colour bar with its values beside each map.
+        scale: How maps share colours: "per-map" (each from its own minimum to maximum), "per-stage" (the maps of
+            one stage share a range) or "shared" (every map of the picture shares one range). Maps whose range is
+            fixed (ASFF level weights, CAMs: 0-1) keep it.
+        vmin: The value drawn in the colormap's first colour, for every map (default: from `scale`).
+        vmax: The value drawn in the colormap's last colour, for every map (default: from `scale`).
     """
 
-    cmap: str = "jet"
+    cmap: str = "viridis"
     alpha: float = 0.5
     contour: bool = False
-    colorbar: bool = False
+    colorbar: bool = True
+    scale: str = "per-map"
+    vmin: float | None = None
+    vmax: float | None = None
 
 
 DEFAULT_STYLE = Style()

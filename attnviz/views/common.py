@@ -8,14 +8,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from attnviz.render.layout import caption_tile, grid
+from attnviz.render.layout import caption_tile, equal_heights, grid, grid_columns
+from attnviz.render.overlay import is_flat
 
 if TYPE_CHECKING:
     from attnviz.loading import LoadedModel
     from attnviz.maps import AttentionMap
+    from attnviz.views.base import Style
 
 TILE_WIDTH = 360
-"""Width of every tile of a composite picture, in pixels."""
+"""Width of the photo in every tile of a composite picture, in pixels (wider for very wide photos: `tile_width`)."""
+WIDE_TILE_HEIGHT = 180
+"""The least height of the photo in a tile: a photo wider than 2:1 gets wider tiles (up to MAX_TILE_WIDTH)."""
+MAX_TILE_WIDTH = 720
+CAPTION_FONT = 20
+"""Caption font size in pixels: one size for every tile of a picture, readable at the saved size."""
 
 
 def stage_representatives(loaded: LoadedModel, layers: Sequence[str], *, every_block: bool) -> list[str]:
@@ -36,21 +43,25 @@ def describe(m: AttentionMap, loaded: LoadedModel) -> str:
     return f"{where} · {m.label} ({dims})"
 
 
+def tile_width(photo_size: tuple[int, int]) -> int:
+    """Width of the photo in the tiles of a picture of a photo of `photo_size` (width, height)."""
+    width, height = photo_size
+    return max(TILE_WIDTH, min(MAX_TILE_WIDTH, round(WIDE_TILE_HEIGHT * width / height)))
+
+
 def tile(image: Image.Image, caption: str) -> Image.Image:
-    """`image` scaled to TILE_WIDTH with `caption` under it."""
-    if image.width != TILE_WIDTH:
-        image = image.resize((TILE_WIDTH, max(1, round(image.height * TILE_WIDTH / image.width))))
-    return caption_tile(image, caption)
+    """`image` (drawn at the picture's tile width; a colour bar may widen it) with `caption` above it."""
+    return caption_tile(image, caption, font_size=CAPTION_FONT)
 
 
 def range_note(values: np.ndarray) -> str:
-    """The range of a map's finite values for its caption ("0.12-0.93", "constant 0.5", "nothing seen")."""
+    """The range of a map's finite values for its caption ("0.12-0.93", "flat 0.5", "nothing seen")."""
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return "nothing seen"
     low, high = float(finite.min()), float(finite.max())
-    if np.isclose(low, high, rtol=1e-3, atol=0.0):
-        return f"constant {low:.3g}"
+    if is_flat(low, high):
+        return f"flat {low:.3g}"
     # a softmax over many positions (global context, CoT) holds values far below 0.01
     return f"{low:.2f}-{high:.2f}" if high >= 0.1 else f"{low:.2g}-{high:.2g}"
 
@@ -60,5 +71,23 @@ def blank_like(tile: Image.Image) -> Image.Image:
 
 
 def tile_grid(tiles: list[Image.Image], columns: int | None = None) -> Image.Image:
-    """Tiles in a grid of `columns` (default: up to 4)."""
-    return grid(tiles, columns or min(4, len(tiles)))
+    """Tiles in a grid, lined up (padded to one height), `columns` to a row (default: as suits their shape)."""
+    tiles = equal_heights(tiles)
+    widest = max(t.width for t in tiles)
+    return grid(tiles, columns or grid_columns(len(tiles), (widest, tiles[0].height), most=4))
+
+
+def scale_limits(heats: list[tuple[int | None, np.ndarray]], style: Style) -> dict[int | None, dict[str, float]]:
+    """Per stage, the value range maps without a fixed range are drawn with: `style.vmin`/`style.vmax` where
+    given; with scale "shared" one range over every map, "per-stage" one per stage, "per-map" none (each its own)."""
+    explicit = {k: v for k, v in (("vmin", style.vmin), ("vmax", style.vmax)) if v is not None}
+    stages = {stage for stage, _ in heats}
+    if style.scale == "per-map" or not heats:
+        return dict.fromkeys(stages, explicit)
+    groups = {stage: [h for s, h in heats if s == stage or style.scale == "shared"] for stage in stages}
+    limits = {}
+    for stage, group in groups.items():
+        finite = np.concatenate([h[np.isfinite(h)] for h in group])
+        shared = {"vmin": float(finite.min()), "vmax": float(finite.max())} if finite.size else {}
+        limits[stage] = {**shared, **explicit}
+    return limits

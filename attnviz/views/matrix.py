@@ -14,7 +14,7 @@ from attnviz.maps import AttentionMap, criss_cross_plane, matrix_rows, query_pla
 from attnviz.options import KINDS as COMMAND_KINDS
 from attnviz.render.overlay import mark_point, overlay
 from attnviz.views.base import DEFAULT_STYLE, Picture, Style, View
-from attnviz.views.common import TILE_WIDTH, describe, stage_representatives, tile, tile_grid
+from attnviz.views.common import describe, scale_limits, stage_representatives, tile, tile_grid, tile_width
 
 KINDS = COMMAND_KINDS["matrix"]
 """The kinds of attention `matrix` draws."""
@@ -76,19 +76,24 @@ def query_tiles(
     every_block: bool,
 ) -> list[Image.Image]:
     """For each grid matrix (and criss-cross map) and each query point: where that pixel looks, per head."""
-    tiles = []
-    photo = analysis.thumbnail(TILE_WIDTH)
+    width = tile_width(analysis.image.size)
+    photo = analysis.thumbnail(width)
     scale = photo.width / analysis.image.width
     layers = stage_representatives(loaded, analysis.recording.layers(), every_block=every_block)
+    panels = []
     for m in analysis.recording:
         if m.layer not in layers or m.kind != "matrix" or m.tokens not in ("grid", "row_col"):
             continue
         for x, y in points:
             for head, cells in _query_planes(analysis, m, x, y):
-                heat = analysis.on_photo(cells, TILE_WIDTH)
-                picture = mark_point(overlay(photo, heat, cmap=style.cmap, alpha=style.alpha), (x * scale, y * scale))
                 head_note = f" · head {head}" if head is not None else ""
-                tiles.append(tile(picture, f"{describe(m, loaded)}{head_note} · query {x:g},{y:g}"))
+                caption = f"{describe(m, loaded)}{head_note} · query {x:g},{y:g}"
+                panels.append((loaded.stage_of(m.layer), analysis.on_photo(cells, width), caption, (x, y)))
+    limits = scale_limits([(stage, heat) for stage, heat, _, _ in panels], style)
+    tiles = []
+    for stage, heat, caption, (x, y) in panels:
+        drawn = overlay(photo, heat, cmap=style.cmap, alpha=style.alpha, colorbar=style.colorbar, **limits[stage])
+        tiles.append(tile(mark_point(drawn, (x * scale, y * scale)), caption))
     return tiles
 
 
