@@ -161,7 +161,7 @@ def show(
         from attnviz.cam import stage_cams
 
         cams = stage_cams(loaded, cam)
-    analysis = analyse(loaded, path, size=size, mode=preprocess, kinds=view.KINDS, photo=photo)
+    analysis = analyse(loaded, path, size=size, mode=preprocess, kinds=view.CAPTURED, photo=photo)
     return view.draw(
         analysis,
         loaded,

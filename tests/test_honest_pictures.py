@@ -120,3 +120,18 @@ def test_show_json_lists_the_scale_it_drew_with(photo: Path, tmp_path: Path) -> 
     )
     assert result.exit_code == 2 and "--vmin must be below --vmax" in result.stderr
     assert json.loads(runner.invoke(app, ["list", "--json"]).stdout)
+
+
+def test_json_and_raw_hold_everything_the_blocks_computed(photo: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["show", "gam", str(photo), *FAST, "--json", "--save-raw", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    found = json.loads(result.stdout)["results"][0]
+    assert {m["kind"] for m in found["maps"]} == {"channel", "spatial"}  # GAM's channel half too
+    prediction = found["prediction"]
+    assert 0 <= prediction["class"] < 10 and prediction["name"] and 0.1 <= prediction["probability"] <= 1
+    (npz,) = tmp_path.glob("*.npz")
+    assert any(key.endswith(":channel") for key in np.load(npz).files)
+    result = runner.invoke(app, ["channels", "se", str(photo), *FAST, "--layer", "3", "--json", "--out", str(tmp_path)])
+    stats = json.loads(result.stdout)["maps"][0]
+    assert len(stats["top"]) == len(stats["top_weights"]) == 5
+    assert stats["top_weights"] == sorted(stats["top_weights"], reverse=True)

@@ -57,6 +57,7 @@ def coordinate_panel(
             f"({height}, {width}); got {a_h.shape}, {a_w.shape}, {outer.shape}"
         )
     from matplotlib.colors import ListedColormap, Normalize
+    from matplotlib.ticker import MaxNLocator
 
     # Explicit layout in inches so the image axes have exactly the photo's aspect and the profiles line up.
     scale = 4.2 / max(width, height)
@@ -80,24 +81,29 @@ def coordinate_panel(
     cols = np.arange(width) + 0.5
     ax_w.fill_between(cols, a_w, color="#ee6c4d", alpha=0.3, linewidth=0)
     ax_w.plot(cols, a_w, color="#c0392b", linewidth=1.4)
-    ax_w.set_ylabel("a_w", fontsize=9)
-    ax_w.tick_params(labelbottom=False, labelsize=7)
-    ax_w.set_title("width profile a_w (one value per column)", fontsize=8, loc="left")
+    ax_w.set_ylabel("a_w", fontsize=11)
+    ax_w.tick_params(labelbottom=False, labelsize=9)
+    ax_w.set_title("width profile a_w (one value per column)", fontsize=10, loc="left")
 
     ax_h = fig.add_axes(rect(left + img_w + gap, bottom, strip, img_h), sharey=ax_img)
     rows = np.arange(height) + 0.5
     ax_h.fill_betweenx(rows, a_h, color="#3d5a80", alpha=0.3, linewidth=0)
     ax_h.plot(a_h, rows, color="#3d5a80", linewidth=1.4)
-    ax_h.set_xlabel("a_h", fontsize=9)
+    ax_h.set_xlabel("a_h", fontsize=11)
     ax_h.xaxis.set_label_position("top")  # bottom tick labels would collide with the photo's last x label
-    ax_h.tick_params(labelleft=False, labelsize=7, labelbottom=False, labeltop=True)
-    ax_h.set_ylabel("height profile a_h (one value per row)", fontsize=8)
+    ax_h.tick_params(labelleft=False, labelsize=9, labelbottom=False, labeltop=True)
+    ax_h.set_ylabel("height profile a_h (one value per row)", fontsize=10)
     ax_h.yaxis.set_label_position("right")
     for ax, values, axis in ((ax_w, a_w, "y"), (ax_h, a_h, "x")):
         lo, hi = value_range(values)
+        limits = ax.set_ylim if axis == "y" else ax.set_xlim
         if hi > lo:
             span = hi - lo
-            (ax.set_ylim if axis == "y" else ax.set_xlim)(lo - 0.05 * span, hi + 0.08 * span)
+            limits(lo - 0.05 * span, hi + 0.08 * span)
+        elif math.isfinite(lo):  # flat: a fixed window around the value, no offset ticks stretching float noise
+            limits(lo - 0.1 * max(abs(lo), 0.1), lo + 0.1 * max(abs(lo), 0.1))
+        ax.ticklabel_format(axis=axis, useOffset=False, style="plain")
+        (ax.yaxis if axis == "y" else ax.xaxis).set_major_locator(MaxNLocator(3))  # the strips are narrow
         ax.grid(alpha=0.3, linewidth=0.5)
     ax_img.set_xlim(0, width)
     ax_img.set_ylim(height, 0)
@@ -105,18 +111,21 @@ def coordinate_panel(
     x_right = left + img_w + gap + strip + mid_gap
     ax_outer = fig.add_axes(rect(x_right, bottom, img_w, img_h))
     ax_outer.imshow(np.asarray(overlay(image, outer, cmap=cmap, alpha=alpha)), extent=(0, width, height, 0))
-    ax_outer.set_title("a_h x a_w (outer product) on the photo", fontsize=9)
+    ax_outer.set_title("a_h x a_w (outer product) on the photo", fontsize=11)
     ax_outer.set_xlabel("x (pixel column)")
     ax_outer.tick_params(labelleft=False)
     ax_bar = fig.add_axes(rect(x_right + img_w + 0.1, bottom, bar_w, img_h))
     lo, hi = value_range(outer)
+    flat = math.isfinite(lo) and not hi > lo
     if not hi > lo:
         lo, hi = (lo - 0.5, hi + 0.5) if math.isfinite(lo) else (0.0, 1.0)
     mappable = _scalar_mappable(ListedColormap(colormap_lut(cmap) / 255.0), Normalize(lo, hi))
-    fig.colorbar(mappable, cax=ax_bar)
-    ax_bar.tick_params(labelsize=7)
+    bar = fig.colorbar(mappable, cax=ax_bar)
+    if flat:  # one colour, one value: a bar from lo - 0.5 would invent a range the map does not have
+        bar.set_ticks([(lo + hi) / 2], labels=[f"flat\n{(lo + hi) / 2:.3g}"])
+    ax_bar.tick_params(labelsize=9)
     if title:
-        fig.suptitle(title, fontsize=11, y=1 - 0.12 / fig_h, va="top")
+        fig.suptitle(title, fontsize=13, y=1 - 0.12 / fig_h, va="top")
     return fig
 
 

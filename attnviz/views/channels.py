@@ -13,7 +13,7 @@ from attnviz.loading import LoadedModel
 from attnviz.maps import AttentionMap, channel_vector, entropy, selection_weights
 from attnviz.options import KINDS as COMMAND_KINDS
 from attnviz.views.base import Picture, View
-from attnviz.views.common import describe, stage_representatives
+from attnviz.views.common import describe, prediction, stage_representatives
 
 KINDS = COMMAND_KINDS["channels"]
 """The kinds of attention `channels` draws."""
@@ -63,7 +63,13 @@ def draw(
             weights_kc, branch_names=names, title=describe(m, loaded)
         )
         summary.append({"map": m.name, "branches": names, "branch_means": [float(v) for v in weights_kc.mean(axis=1)]})
-    return View(pictures, {"image": str(analysis.path), "maps": summary}, loaded.name, analysis.path.stem, analysis)
+    return View(
+        pictures,
+        {"image": str(analysis.path), "prediction": prediction(analysis, loaded), "maps": summary},
+        loaded.name,
+        analysis.path.stem,
+        analysis,
+    )
 
 
 def branch_names(m: AttentionMap, count: int) -> list[str]:
@@ -78,4 +84,5 @@ def channel_stats(weights: np.ndarray) -> dict[str, Any]:
         "std": float(weights.std()),
         "entropy": float(entropy(weights) / np.log(max(2, weights.size))),
         "top": [int(i) for i in np.argsort(-weights)[:5]],
+        "top_weights": [round(float(weights[i]), 4) for i in np.argsort(-weights)[:5]],
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -12,6 +12,7 @@ from attnviz.render.layout import caption_tile, equal_heights, grid, grid_column
 from attnviz.render.overlay import is_flat
 
 if TYPE_CHECKING:
+    from attnviz.analysis import Analysis
     from attnviz.loading import LoadedModel
     from attnviz.maps import AttentionMap
     from attnviz.views.base import Style
@@ -91,3 +92,18 @@ def scale_limits(heats: list[tuple[int | None, np.ndarray]], style: Style) -> di
         shared = {"vmin": float(finite.min()), "vmax": float(finite.max())} if finite.size else {}
         limits[stage] = {**shared, **explicit}
     return limits
+
+
+def prediction(analysis: Analysis, loaded: LoadedModel) -> dict[str, Any] | None:
+    """The class the model predicts for the image, with its softmax probability (None when the model's output is
+    not one row of class scores, e.g. a detector or a feature extractor)."""
+    import torch
+
+    output = analysis.output
+    if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[1] < 2:
+        return None
+    probabilities = output.detach().float().softmax(1)[0]
+    best = int(probabilities.argmax())
+    classes = loaded.weights_info.classes if loaded.weights_info else None
+    name = classes[best] if classes and best < len(classes) else None
+    return {"class": best, "name": name, "probability": round(float(probabilities[best]), 4)}

@@ -8,9 +8,11 @@ from attnviz.analysis import Analysis
 from attnviz.loading import LoadedModel
 from attnviz.options import KINDS as COMMAND_KINDS
 from attnviz.views.base import DEFAULT_STYLE, Style, View
-from attnviz.views.common import describe, stage_representatives
+from attnviz.views.common import describe, prediction, stage_representatives
 
 KINDS = COMMAND_KINDS["coords"]
+PANEL_DPI = 130
+"""Pixels per inch of each panel: its 9-13 pt labels come out 16-24 px tall, readable in the saved picture."""
 """The kinds of attention `coords` draws."""
 
 
@@ -34,11 +36,15 @@ def draw(analysis: Analysis, loaded: LoadedModel, style: Style = DEFAULT_STYLE, 
         a_h, a_w, outer = analysis.coordinate(h_map, w_map)
         title = describe(h_map, loaded).rsplit(" · ", 1)[0]
         figure = coordinate_panel(analysis.image, a_h, a_w, outer, cmap=style.cmap, alpha=style.alpha, title=title)
-        panels.append(figure_to_image(figure))
+        panels.append(figure_to_image(figure, dpi=PANEL_DPI))
         summary.append(_layer_summary(layer, h_map.shape, w_map.shape, a_h, a_w))
     picture = grid(panels, columns=1 if len(panels) < 3 else 2)
     return View(
-        {"coords": picture}, {"image": str(analysis.path), "layers": summary}, loaded.name, analysis.path.stem, analysis
+        {"coords": picture},
+        {"image": str(analysis.path), "prediction": prediction(analysis, loaded), "layers": summary},
+        loaded.name,
+        analysis.path.stem,
+        analysis,
     )
 
 

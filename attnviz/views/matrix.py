@@ -14,7 +14,7 @@ from attnviz.maps import AttentionMap, criss_cross_plane, matrix_rows, query_pla
 from attnviz.options import KINDS as COMMAND_KINDS
 from attnviz.render.overlay import mark_point, overlay
 from attnviz.views.base import DEFAULT_STYLE, Picture, Style, View
-from attnviz.views.common import describe, scale_limits, stage_representatives, tile, tile_grid, tile_width
+from attnviz.views.common import describe, prediction, scale_limits, stage_representatives, tile, tile_grid, tile_width
 
 KINDS = COMMAND_KINDS["matrix"]
 """The kinds of attention `matrix` draws."""
@@ -55,6 +55,7 @@ def draw(
             pictures[f"heatmap_{m.layer.replace('.', '-')}_{m.label}"] = figure
     summary = {
         "image": str(analysis.path),
+        "prediction": prediction(analysis, loaded),
         "queries": [list(p) for p in points],
         "maps": [m.summary() for m in analysis.recording],
     }

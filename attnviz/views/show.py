@@ -11,14 +11,15 @@ from PIL import Image
 
 from attnviz.analysis import Analysis
 from attnviz.loading import LoadedModel
-from attnviz.maps import AttentionMap, level_planes
+from attnviz.maps import AttentionMap, coordinate_outer, level_planes, plane
 from attnviz.options import KINDS as COMMAND_KINDS
 from attnviz.render.layout import equal_heights, grid, grid_columns
-from attnviz.render.overlay import colorize, overlay
+from attnviz.render.overlay import colorize, overlay, value_range
 from attnviz.views.base import DEFAULT_STYLE, Picture, Style, View
 from attnviz.views.common import (
     blank_like,
     describe,
+    prediction,
     range_note,
     scale_limits,
     stage_representatives,
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 KINDS = COMMAND_KINDS["show"]
 """The kinds of attention `show` draws."""
+CAPTURED = (*KINDS, "channel", "selection")
+"""What `show` captures: also the small channel and selection weights of the same blocks, so that --json and
+--save-raw hold everything the blocks computed (GAM's channel half too); matrices are left to `matrix`."""
 
 
 def draw(
@@ -59,13 +63,17 @@ def draw(
     """
     width = tile_width(analysis.image.size)
     rows = panels(analysis, loaded, width, every_block=every_block, cams=cams, cam_name=cam_name)
-    limits = scale_limits([(stage, p.heat) for stage, row in rows for p in row if not p.fixed], style)
+    limits = scale_limits([(stage, p.cells) for stage, row in rows for p in row if not p.fixed], style)
     photo = analysis.thumbnail(width)
     tiles = [[tile(_overlay(photo, p, style, limits.get(stage, {})), p.caption) for p in row] for stage, row in rows]
     pictures: dict[str, Picture] = {"show": show_picture(analysis, tiles)}
     if each or heat_only:
         pictures.update(_full_size(analysis, loaded, style, every_block, cams, cam_name, each, heat_only))
-    summary = {"image": str(analysis.path), "maps": [m.summary() for m in analysis.recording]}
+    summary = {
+        "image": str(analysis.path),
+        "prediction": prediction(analysis, loaded),
+        "maps": [m.summary() for m in analysis.recording],
+    }
     return View(pictures, summary, loaded.name, analysis.path.stem, analysis)
 
 
@@ -75,15 +83,25 @@ class Panel:
 
     Attributes:
         heat: The map on the photo's pixels (at the width asked for).
+        cells: The map at its own resolution: its range is the one captioned, printed in --json and coloured.
         caption: What it is, for its tile.
         key: Its piece of a file name ("layer3-1-attn_spatial").
         fixed: The value range it is always drawn with (ASFF level weights, CAMs: 0-1), or {} for the style's.
     """
 
     heat: np.ndarray
+    cells: np.ndarray
     caption: str
     key: str
     fixed: dict[str, float] = field(default_factory=dict)
+
+    def limits(self, scaled: dict[str, float]) -> dict[str, float]:
+        """The value range it is drawn with: fixed, else the scale's, else its own cells' (so the colour bar shows
+        the numbers the caption gives, not those of the interpolated picture)."""
+        if self.fixed:
+            return self.fixed
+        low, high = value_range(self.cells)
+        return {"vmin": low, "vmax": high, **scaled}
 
 
 def panels(
@@ -98,7 +116,9 @@ def panels(
     """(stage, panels) per drawn block: one panel per spatial-type map (spatial, coordinate product, ASFF level),
     followed, with `cams`, by the CAM of the block's stage for the predicted class; maps drawn on the photo
     `width` pixels wide (None: at its own size)."""
-    by_layer = analysis.recording.by_layer()
+    by_layer = {
+        layer: maps for layer, maps in analysis.recording.by_layer().items() if any(m.kind in KINDS for m in maps)
+    }
     rows = []
     for layer in stage_representatives(loaded, list(by_layer), every_block=every_block):
         row = _spatial_panels(analysis, loaded, by_layer[layer], width)
@@ -111,7 +131,7 @@ def panels(
 
 
 def _overlay(photo: Image.Image, panel: Panel, style: Style, limits: dict[str, float]) -> Image.Image:
-    value_range = panel.fixed or limits
+    value_range = panel.limits(limits)
     return overlay(
         photo,
         panel.heat,
@@ -135,11 +155,11 @@ def _full_size(
 ) -> dict[str, Image.Image]:
     """Per map, the overlay and/or the transparent heat layer at the photo's full resolution."""
     rows = panels(analysis, loaded, None, every_block=every_block, cams=cams, cam_name=cam_name)
-    limits = scale_limits([(stage, p.heat) for stage, row in rows for p in row if not p.fixed], style)
+    limits = scale_limits([(stage, p.cells) for stage, row in rows for p in row if not p.fixed], style)
     pictures: dict[str, Image.Image] = {}
     for stage, row in rows:
         for panel in row:
-            value_range = panel.fixed or limits.get(stage, {})
+            value_range = panel.limits(limits.get(stage, {}))
             if each:
                 pictures[panel.key] = _overlay(analysis.image, panel, style, limits.get(stage, {}))
             if heat_only:
@@ -160,11 +180,12 @@ def _cam_panel(
     """The stage's CAM for the class the model predicts."""
     assert analysis.tensor is not None
     predicted = analysis.output.argmax(1)
-    heat = analysis.on_photo(runner(analysis.tensor, predicted)[0], width)
+    cells = runner(analysis.tensor, predicted)[0]
     classes = loaded.weights_info.classes if loaded.weights_info else None
     label = classes[int(predicted[0])] if classes else f"class {int(predicted[0])}"
     caption = f"stage {stage} · {name} of the prediction ({label})"
-    return Panel(heat, caption, f"stage{stage}_{name.lower()}", {"vmin": 0.0, "vmax": 1.0})
+    heat = analysis.on_photo(cells, width)
+    return Panel(heat, cells, caption, f"stage{stage}_{name.lower()}", {"vmin": 0.0, "vmax": 1.0})
 
 
 def _spatial_panels(
@@ -175,19 +196,21 @@ def _spatial_panels(
     for m in maps:
         key = f"{m.layer.replace('.', '-')}_{m.label}" + (f"-{m.call}" if m.call else "")
         if m.kind == "spatial":
-            heat = analysis.spatial(m, width)
-            row.append(Panel(heat, f"{describe(m, loaded)} · {range_note(heat)}", key))
+            cells = plane(m)[0]
+            caption = f"{describe(m, loaded)} · {range_note(cells)}"
+            row.append(Panel(analysis.on_photo(cells, width), cells, caption, key))
         elif m.kind == "level":
             for level, cells in enumerate(level_planes(m)[0]):
                 heat = analysis.on_photo(cells, width)
                 caption = f"{describe(m, loaded)} · level {level}"
-                row.append(Panel(heat, caption, f"{key}-level{level}", {"vmin": 0.0, "vmax": 1.0}))
+                row.append(Panel(heat, cells, caption, f"{key}-level{level}", {"vmin": 0.0, "vmax": 1.0}))
     coordinate = [m for m in maps if m.kind == "coordinate"]
     for h_map, w_map in zip(coordinate[::2], coordinate[1::2], strict=False):
-        _, _, outer = analysis.coordinate(h_map, w_map, width)
+        cells = coordinate_outer(h_map, w_map)[0]
         where = describe(h_map, loaded).rsplit(" · ", 1)[0]
         key = f"{h_map.layer.replace('.', '-')}_coordinate"
-        row.append(Panel(outer, f"{where} · a_h x a_w · {range_note(outer)}", key))
+        caption = f"{where} · a_h x a_w · {range_note(cells)}"
+        row.append(Panel(analysis.on_photo(cells, width), cells, caption, key))
     return row
 
 
