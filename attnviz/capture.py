@@ -18,6 +18,7 @@ tap from there. Capture connects the taps it records and removes those hooks on 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -92,15 +93,39 @@ def _selected(layer: str, layers: Sequence[str] | None) -> bool:
     return any(layer == want or layer.startswith(want + ".") for want in layers)
 
 
-def _grid_queries(grid: tuple[int, int], queries: Sequence[tuple[float, float]]) -> list[int]:
-    """Token indices (row-major) of the cells that hold each query point, given as (x, y) fractions of the input."""
-    h, w = grid
-    indices = []
-    for fx, fy in queries:
-        col = min(w - 1, max(0, int(fx * w)))
-        row = min(h - 1, max(0, int(fy * h)))
-        indices.append(row * w + col)
-    return list(dict.fromkeys(indices))
+@dataclass(frozen=True)
+class QueryPoints:
+    """Query points for matrices over image tokens, and how to find the cell each falls in on any grid.
+
+    Attributes:
+        points: (x, y) fractions of the model input (0..1).
+        placement: Where the model's cells sit on its input (attnviz.images.PLACEMENTS).
+        input_size: (width, height) of the input in pixels; the "aligned" placement needs it.
+    """
+
+    points: tuple[tuple[float, float], ...]
+    placement: str = "tiled"
+    input_size: tuple[int, int] | None = None
+
+    def rows(self, grid: tuple[int, int]) -> list[int]:
+        """Token indices (row-major) of the cells whose centres are nearest the points, on a (h, w) grid."""
+        from attnviz.images import first_centre
+
+        h, w = grid
+        extent_w, extent_h = self.input_size or (w, h)
+        indices = []
+        for fx, fy in self.points:  # in cells from cell 0's centre; the nearest centre, ties to the right
+            col = math.floor((fx * extent_w - first_centre(extent_w, w, self.placement)) * w / extent_w + 0.5)
+            row = math.floor((fy * extent_h - first_centre(extent_h, h, self.placement)) * h / extent_h + 0.5)
+            indices.append(min(h - 1, max(0, row)) * w + min(w - 1, max(0, col)))
+        return list(dict.fromkeys(indices))
+
+
+def query_points(queries: QueryPoints | Sequence[tuple[float, float]] | None) -> QueryPoints | None:
+    """`queries` as QueryPoints (plain (x, y) fractions are taken with the "tiled" placement)."""
+    if queries is None or isinstance(queries, QueryPoints):
+        return queries
+    return QueryPoints(tuple((float(x), float(y)) for x, y in queries))
 
 
 def _plain_copy(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -119,7 +144,7 @@ class _Recorder:
         recording: Recording,
         *,
         dtype: torch.dtype,
-        queries: Sequence[tuple[float, float]] | None,
+        queries: QueryPoints | None,
         heads: Sequence[int] | None,
         max_bytes: int,
     ) -> None:
@@ -133,13 +158,21 @@ class _Recorder:
     def hook(self, tap_path: str, tap: Tap, layer: str, block: str) -> Any:
         def on_call(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: torch.Tensor) -> None:
             grid = kwargs.get("grid", args[1] if len(args) > 1 else None)
-            self.record(tap_path, tap, layer, block, output, grid)
+            self.record(tap_path, tap, layer, block, output, grid, kwargs.get("rows"))
 
         return on_call
 
     def record(
-        self, tap_path: str, tap: Tap, layer: str, block: str, value: torch.Tensor, grid: tuple[int, int] | None
+        self,
+        tap_path: str,
+        tap: Tap,
+        layer: str,
+        block: str,
+        value: torch.Tensor,
+        grid: tuple[int, int] | None,
+        rows: Sequence[int] | None = None,
     ) -> None:
+        """Record one tap call; `rows`: the grid tokens `value`'s query axis holds when the tap kept only those."""
         value = value.detach()
         kept_queries = kept_heads = None
         if tap.kind == "matrix" and "head" in tap.axes and self.heads is not None:
@@ -152,8 +185,10 @@ class _Recorder:
                 )
             index = torch.tensor(kept_heads, dtype=torch.long, device=value.device)
             value = value.index_select(tap.axes.index("head"), index)
-        if tap.tokens == "grid" and grid is not None and self.queries is not None:
-            kept_queries = _grid_queries(tuple(grid), self.queries)
+        if rows is not None:  # a tap that computed only the asked rows (a foreign self-attention recomputed)
+            kept_queries = list(rows)
+        elif tap.tokens == "grid" and grid is not None and self.queries is not None:
+            kept_queries = self.queries.rows(tuple(grid))
             index = torch.tensor(kept_queries, device=value.device)
             value = value.index_select(tap.axes.index("query"), index)
         nbytes = value.numel() * self.dtype.itemsize
@@ -193,7 +228,7 @@ def capture(
     *,
     layers: Sequence[str] | None = None,
     kinds: Iterable[str] | None = None,
-    queries: Sequence[tuple[float, float]] | None = None,
+    queries: QueryPoints | Sequence[tuple[float, float]] | None = None,
     heads: Sequence[int] | None = None,
     dtype: torch.dtype = torch.float32,
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -206,7 +241,8 @@ def capture(
         layers: Keep only blocks whose path equals or lies under one of these ("layer3", "layer3.1.attn").
         kinds: Keep only these kinds of attention.
         queries: For matrices over image tokens, keep only the rows of these query points, given as (x, y)
-            fractions of the model input (0..1); each layer maps them to its own grid.
+            fractions of the model input (0..1), or as QueryPoints that also say where the model's cells sit;
+            each layer maps them to its own grid.
         heads: For matrices with a head axis, keep only these heads.
         dtype: Storage dtype of the recorded tensors (torch.float16 halves memory).
         max_bytes: A single matrix larger than this is refused with a CaptureError.
@@ -217,6 +253,7 @@ def capture(
     """
     wanted_kinds = set(kinds) if kinds is not None else None
     recording = Recording()
+    queries = query_points(queries)
     recorder = _Recorder(recording, dtype=dtype, queries=queries, heads=heads, max_bytes=max_bytes)
     training = [module for module in model.modules() if module.training] if eval_mode else []
     handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -228,6 +265,9 @@ def capture(
             handles.append(tap.register_forward_hook(recorder.hook(path, tap, layer, block), with_kwargs=True))
             connect = getattr(tap, "connect", None)
             if connect is not None:  # a tap on a foreign module, fed by hooks it puts on its parent's submodules
+                select = getattr(tap, "select_queries", None)
+                if select is not None:  # it recomputes a matrix: only the asked rows, when rows are asked
+                    select(queries)
                 handles.extend(connect(model.get_submodule(path.rpartition(".")[0])))
         for module in training:  # eval mode, touching only the modules that were training
             module.training = False

@@ -1,8 +1,9 @@
 """Recognising the attention modules of a foreign network, and `attach_taps`, which taps them.
 
 Modules are recognised by type (an adapter per known class, looked up along the class's MRO by top-level package
-and class name, so subclasses count and timm is never imported to check) or by structure (sigmoid gates whose
-shapes from one dummy forward look like SE or CBAM). attnviz's own blocks are reported beside them.
+and class name, so subclasses count and timm is never imported to check; self-attention's adapters live in
+`selfattn`) or by structure (sigmoid gates whose shapes from one dummy forward look like SE or CBAM). attnviz's own
+blocks are reported beside them.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from attnviz.blocks.base import AttentionBlock, Tap
 from attnviz.models.foreign.probe import Probe, run_probe, stage_of
+from attnviz.models.foreign.selfattn import SELF_ATTENTION_ADAPTERS, token_stage, with_layout
 from attnviz.models.foreign.taps import CHANNEL, PLANE, SELECTION, TapSpec, add_tap, detach_taps
 
 ATTENTION_NAME = re.compile(
@@ -120,6 +122,7 @@ ADAPTERS: dict[tuple[str, str], Callable[[nn.Module], list[TapSpec]]] = {
     ("timm", "SelectiveKernel"): _selective_kernel,
     ("timm", "GlobalContext"): _global_context,
     ("timm", "SplitAttn"): _split_attn,
+    **SELF_ATTENTION_ADAPTERS,
 }
 """(top-level package, class name) -> the taps of such a module."""
 
@@ -283,7 +286,7 @@ def _by_type(modules: dict[str, nn.Module], own: set[str]) -> dict[str, list[Tap
             continue
         specs = adapter_specs(module)
         if specs:  # an empty list: this configuration computes no attention (e.g. GlobalContext without either)
-            typed[path] = specs
+            typed[path] = with_layout(specs, path, modules)
     return typed
 
 
@@ -323,11 +326,9 @@ def _attach(
                 untappable.append(path)
                 continue
             relative = path[len(host) + 1 :] if host else path  # from the host down to the module
-            taps = tuple(
-                add_tap(modules[host], spec if host == path else replace(spec, source=f"{relative}.{spec.source}"))
-                for spec in specs
-            )
-            recognised.append(ForeignModule(host, type(modules[path]).__name__, how, taps, stage_of(probe, path), 0))
+            taps = tuple(add_tap(modules[host], spec if host == path else spec.rebased(relative)) for spec in specs)
+            stage = stage_of(probe, path) or token_stage(probe, path, specs)
+            recognised.append(ForeignModule(host, type(modules[path]).__name__, how, taps, stage, 0))
     return recognised, untappable
 
 

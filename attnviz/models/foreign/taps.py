@@ -4,19 +4,29 @@ and removing such taps.
 A ForeignTap is inert until `capture` connects it: capture then puts a forward hook on the submodule that produces
 the attention and removes it on exit. The hook returns nothing, so outputs are bit-identical; taps have no
 parameters or buffers, so state dicts are unchanged.
+
+Where no submodule returns the attention (self-attention whose softmax runs inside a fused kernel or as a function),
+the tap runs in recipe mode: it catches the outputs of the submodules carrying queries and keys during one call of
+the module, and a recipe of `recompute` turns them into the weights; for grid tokens only the query rows capture
+asks for (`select_queries`) are computed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from attnviz.blocks.base import Tap
+from attnviz.models.foreign.recompute import RECIPES, Found
+
+if TYPE_CHECKING:
+    from attnviz.capture import QueryPoints
 
 TAP_PREFIX = "attnviz_tap_"
 """Child-name prefix of the ForeignTaps `add_tap` attaches."""
@@ -83,10 +93,15 @@ class TapSpec:
         kind: One of catalog.KINDS.
         axes: Axis names of the tapped tensor, batch first.
         source: Path, relative to the module, of the submodule whose output carries the attention.
-        transform: Key of `TRANSFORMS`: how that output becomes the tapped tensor.
+        transform: Key of `TRANSFORMS` (how that output becomes the tapped tensor) or of `recompute.RECIPES` (the
+            recipe recomputing the attention from the outputs of `inputs` and `source`, at the end of `source`).
         norm: How the values were produced (see blocks.base.NORMS).
         over: Axes a softmax sums to 1 over.
         call: Tap only this call (0-based) of `source` within each call of the module; None for every call.
+        tokens: For matrix taps, what the query/key tokens are (see blocks.base.TOKENS).
+        inputs: For recipes: paths (like `source`) of the submodules whose outputs the recipe reads before it.
+        params: For recipes: (name, value) pairs of the module's token layout (e.g. ("prefix", 1)).
+        base: Path, relative to the tap's host, of the module itself ("" when the host is the module).
     """
 
     label: str
@@ -97,6 +112,18 @@ class TapSpec:
     norm: str = "sigmoid"
     over: tuple[str, ...] = ()
     call: int | None = None
+    tokens: str | None = None
+    inputs: tuple[str, ...] = ()
+    params: tuple[tuple[str, Any], ...] = ()
+    base: str = ""
+
+    def rebased(self, relative: str) -> TapSpec:
+        """This spec for a tap hosted `relative` above its module (a container's parent): paths start there."""
+
+        def join(path: str) -> str:
+            return f"{relative}.{path}" if path else relative
+
+        return replace(self, source=join(self.source), inputs=tuple(map(join, self.inputs)), base=join(self.base))
 
 
 class ForeignTap(Tap):
@@ -107,15 +134,33 @@ class ForeignTap(Tap):
     """
 
     def __init__(self, spec: TapSpec) -> None:
-        super().__init__(spec.kind, spec.axes, norm=spec.norm, over=spec.over, label=spec.label)
+        super().__init__(spec.kind, spec.axes, norm=spec.norm, over=spec.over, tokens=spec.tokens, label=spec.label)
         self.source = spec.source
         self.transform = spec.transform
         self.call = spec.call
+        self.inputs = spec.inputs
+        self.params = dict(spec.params)
+        self.base = spec.base
         self._seen = 0
+        self._queries: QueryPoints | None = None
+        self._call: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # recipe mode: the module's current call
+        self._caught: dict[str, Any] = {}  # recipe mode: the outputs of `inputs` in that call
+
+    def forward(
+        self, attention: torch.Tensor, grid: tuple[int, int] | None = None, rows: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """The attention unchanged; `rows`: the grid tokens its query axis holds when only those were computed."""
+        return super().forward(attention, grid)
+
+    def select_queries(self, queries: QueryPoints | None) -> None:
+        """The query points whose rows capture keeps (see attnviz.capture.QueryPoints); None for every row."""
+        self._queries = queries
 
     def connect(self, owner: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
         """Hook the source submodule of `owner` (this tap's parent); capture removes the returned handles."""
         self._seen = 0
+        if self.transform in RECIPES:
+            return self._connect_recipe(owner)
         handles = [owner.get_submodule(self.source).register_forward_hook(self._on_source)]
         if self.call is not None:
             handles.append(owner.register_forward_pre_hook(self._on_owner_call))
@@ -130,6 +175,37 @@ class ForeignTap(Tap):
         index, self._seen = self._seen, self._seen + 1
         if self.call is None or index == self.call:
             self(TRANSFORMS[self.transform](module, output))  # returns None: the source's output is untouched
+
+    def _connect_recipe(self, owner: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        """Hook the module's call, the submodules the recipe reads, and its trigger (`source`)."""
+        self._call, self._caught = None, {}
+        module = owner.get_submodule(self.base)
+        handles = [module.register_forward_pre_hook(self._on_module_call, with_kwargs=True)]
+        for path in self.inputs:
+            handles.append(owner.get_submodule(path).register_forward_hook(partial(self._catch, path)))
+        handles.append(owner.get_submodule(self.source).register_forward_hook(partial(self._on_trigger, module)))
+        return handles
+
+    def _on_module_call(self, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """A new call of the module: remember its arguments, forget the last call's tensors."""
+        self._call, self._caught = (args, kwargs), {}
+
+    def _catch(self, path: str, _module: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
+        self._caught[path] = output
+
+    def _on_trigger(self, module: nn.Module, _source: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
+        """The last tensor the recipe needs has arrived: recompute the attention and record it."""
+        call, caught = self._call, self._caught
+        self._call, self._caught = None, {}  # hold no tensor of this call beyond it
+        if call is None or any(path not in caught for path in self.inputs):
+            return  # the trigger ran outside a call of the module as tapped (e.g. called on its own)
+        outputs = (*(caught[path] for path in self.inputs), output)
+        found = Found(module, outputs, *call, params=self.params, queries=self._queries)
+        with torch.no_grad():
+            emitted = RECIPES[self.transform](found)
+        if emitted is not None:
+            value, grid, rows = emitted
+            self(value, grid=grid, rows=rows)  # returns None to the hook: the module's tensors are untouched
 
     def extra_repr(self) -> str:
         """The Tap's description plus where the tensor comes from."""

@@ -1,0 +1,156 @@
+"""Adapters for self-attention attnviz did not write: timm's ViT `Attention`, `BottleneckAttn` (BoTNet),
+`HaloAttn` (HaloNet), `LambdaLayer`, `NonLocalAttn`, `BatNonLocalAttn`, and `torch.nn.MultiheadAttention`.
+
+None of them returns its attention weights from a submodule, so each tap runs a recipe of `recompute` on the
+outputs of the submodules carrying the queries and keys (see there for what each one holds). The timm adapters take
+a module only when its class runs timm's own forward (a subclass that overrides it may compute something else, and
+is listed as not recognised instead). Papers: Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021;
+Srinivas et al., Bottleneck Transformers for Visual Recognition, CVPR 2021; Vaswani et al., Scaling Local
+Self-Attention for Parameter Efficient Visual Backbones, CVPR 2021; Bello, LambdaNetworks, ICLR 2021; Wang et al.,
+Non-local Neural Networks, CVPR 2018; Chi et al., Non-Local Neural Networks With Grouped Bilinear Attentional
+Transforms, CVPR 2020.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnviz.models.foreign.probe import Probe, stage_of
+from attnviz.models.foreign.recompute import vit_layout
+from attnviz.models.foreign.taps import TapSpec
+
+MATRIX = ("batch", "head", "query", "key")
+"""Axes of every self-attention matrix tapped here (a module with one head has a head axis of length 1)."""
+
+HEAD_PLANE = ("batch", "head", "height", "width")
+KEY_PLANES = ("batch", "channel", "height", "width")
+
+CLASS_ROWS = ("vit_cls", "mha_cls")
+"""Recipes of a class token's row: they need a layout that says token 0 is a class token."""
+
+
+def _matrix(source: str, recipe: str, inputs: tuple[str, ...], norm: str = "softmax", tokens: str = "grid") -> TapSpec:
+    """A (batch, head, query, key) matrix recomputed by `recipe` when `source` has run after `inputs`."""
+    over = ("key",) if norm in ("softmax", "sum_to_one") else ()
+    return TapSpec("matrix", "matrix", MATRIX, source, recipe, norm, over, tokens=tokens, inputs=inputs)
+
+
+def _timm_forward(module: nn.Module, file: str, name: str) -> None:
+    """Check that `module` runs the forward of timm.layers.`file`.`name`, the computation its recipe repeats.
+
+    Raises:
+        AttributeError: it runs another forward (the adapter then does not apply).
+    """
+    forward = type(module).forward
+    if (forward.__module__, forward.__qualname__) != (f"timm.layers.{file}", f"{name}.forward"):
+        raise AttributeError(f"{type(module).__qualname__} overrides timm's {name}.forward")
+
+
+def _patches_and_class(name: str, source: str, inputs: tuple[str, ...]) -> list[TapSpec]:
+    """A ViT's patch x patch matrix and its class token's row over the patches, by recipes `name`_matrix/_cls."""
+    cls_row = TapSpec("cls", "spatial", HEAD_PLANE, source, f"{name}_cls", "none", inputs=inputs)
+    return [_matrix(source, f"{name}_matrix", inputs, norm="none"), cls_row]
+
+
+def _vit_attention(module: nn.Module) -> list[TapSpec]:
+    _timm_forward(module, "attention", "Attention")
+    return _patches_and_class("vit", "k_norm", ("q_norm",))
+
+
+def _bottleneck(module: nn.Module) -> list[TapSpec]:
+    _timm_forward(module, "bottleneck_attn", "BottleneckAttn")
+    return [_matrix("pos_embed", "bot", ("qkv",))]
+
+
+def _halo(module: nn.Module) -> list[TapSpec]:
+    _timm_forward(module, "halo_attn", "HaloAttn")
+    return [_matrix("pos_embed", "halo", ("q", "kv"), norm="none")]
+
+
+def _lambda(module: nn.Module) -> list[TapSpec]:
+    _timm_forward(module, "lambda_layer", "LambdaLayer")
+    return [TapSpec("keys", "spatial", KEY_PLANES, "qkv", "lambda_keys", "softmax", ("height", "width"))]
+
+
+def _non_local(module: nn.Module) -> list[TapSpec]:
+    _timm_forward(module, "non_local_attn", "NonLocalAttn")
+    return [_matrix("p", "non_local", ("t",))]
+
+
+def _bat(module: nn.Module) -> list[TapSpec]:
+    _timm_forward(module, "non_local_attn", "BatNonLocalAttn")
+    _timm_forward(module.ba, "non_local_attn", "BilinearAttnTransform")
+    return [_matrix("ba.conv_q", "bat", ("ba.conv_p",), norm="sum_to_one")]
+
+
+def _multihead(module: nn.Module) -> list[TapSpec]:
+    module.get_submodule("out_proj")
+    return [_matrix("", "mha", (), tokens="sequence")]
+
+
+SELF_ATTENTION_ADAPTERS: dict[tuple[str, str], Callable[[nn.Module], list[TapSpec]]] = {
+    ("timm", "Attention"): _vit_attention,
+    ("timm", "BottleneckAttn"): _bottleneck,
+    ("timm", "HaloAttn"): _halo,
+    ("timm", "LambdaLayer"): _lambda,
+    ("timm", "NonLocalAttn"): _non_local,
+    ("timm", "BatNonLocalAttn"): _bat,
+    ("torch", "MultiheadAttention"): _multihead,
+}
+"""(top-level package, class name) -> the taps of such a module; merged into recognise.ADAPTERS."""
+
+
+Layout = tuple[tuple[tuple[str, Any], ...], bool]
+"""(layout params of the token sequence: "prefix" tokens and patch "grid"; whether token 0 is a class token)."""
+
+
+def _vit_layout(vit: nn.Module) -> Layout | None:
+    """The token layout a ViT module declares: timm's VisionTransformer (and kin) or torchvision's."""
+    if isinstance(getattr(vit, "num_prefix_tokens", None), int):  # timm
+        params: tuple[tuple[str, Any], ...] = (("prefix", vit.num_prefix_tokens),)
+        grid = getattr(getattr(vit, "patch_embed", None), "grid_size", None)
+        if grid is not None and len(grid) == 2:
+            params += (("grid", (int(grid[0]), int(grid[1]))),)
+        return params, bool(getattr(vit, "has_class_token", getattr(vit, "cls_token", None) is not None))
+    if all(isinstance(getattr(vit, name, None), int) for name in ("image_size", "patch_size")) and isinstance(
+        getattr(vit, "class_token", None), torch.Tensor
+    ):  # torchvision: the class token, then the patches
+        side = vit.image_size // vit.patch_size
+        return (("prefix", 1), ("grid", (side, side))), True
+    return None
+
+
+def with_layout(specs: list[TapSpec], path: str, modules: dict[str, nn.Module]) -> list[TapSpec]:
+    """`specs` of the module at `path` with the token layout of the nearest enclosing ViT.
+
+    A timm `Attention` outside a known ViT infers its prefix at run time (what is left over the largest square)
+    and has no class-token tap; a `MultiheadAttention` outside one works over a plain sequence.
+    """
+    if not any(spec.transform in ("vit_matrix", "mha") for spec in specs):
+        return specs
+    parts = path.split(".")
+    enclosing = (modules[".".join(parts[:cut])] for cut in range(len(parts) - 1, -1, -1))
+    layout = next((found for found in map(_vit_layout, enclosing) if found is not None), None)
+    if layout is None:
+        return [spec for spec in specs if spec.transform not in CLASS_ROWS]
+    params, has_class = layout
+    if specs[0].transform == "mha":
+        specs = _patches_and_class("mha", specs[0].source, ())
+    return [replace(spec, params=params) for spec in specs if has_class or spec.transform not in CLASS_ROWS]
+
+
+def token_stage(probe: Probe, path: str, specs: tuple[TapSpec, ...] | list[TapSpec]) -> int | None:
+    """The stage of a ViT's attention, from the stride of its patch grid; None when it has none."""
+    spec = next((s for s in specs if s.transform in ("vit_matrix", "mha_matrix")), None)
+    if spec is None:
+        return None
+    params, shape = dict(spec.params), probe.inputs.get(path)
+    grid = params.get("grid")
+    if spec.transform == "vit_matrix" and shape is not None and len(shape) == 3:  # (B, N, C) at the probe's size
+        grid = vit_layout(shape[1], params)[1]
+    return None if grid is None else stage_of(Probe(probe.size, outputs={path: (1, 1, *grid)}), path)
