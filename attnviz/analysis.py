@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from attnviz.capture import Recording, capture
+from attnviz.capture import QueryPoints, Recording, capture
 from attnviz.errors import ImageError
 from attnviz.images import Geometry, map_to_original, preprocess
 from attnviz.io.photos import IMAGE_SUFFIXES, ImageInput, read_image
@@ -50,7 +50,10 @@ def image_paths(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 @dataclass
 class Analysis:
-    """One image through the model: the photo, how it was fed in, and what the attention blocks computed."""
+    """One image through the model: the photo, how it was fed in, and what the attention blocks computed.
+
+    `placement` says where the model's cells sit on its input (attnviz.images.PLACEMENTS); maps are drawn there.
+    """
 
     path: Path
     image: Image.Image
@@ -58,6 +61,7 @@ class Analysis:
     recording: Recording
     output: Any
     tensor: torch.Tensor | None = None
+    placement: str = "tiled"
     _thumbnails: dict[int, Image.Image] = field(default_factory=dict, repr=False)
 
     def thumbnail(self, width: int | None) -> Image.Image:
@@ -73,7 +77,7 @@ class Analysis:
         """A map covering the model input, drawn back on the photo (at `thumbnail(width)`'s size); NaN where the
         model saw nothing of the photo."""
         size = self.thumbnail(width).size if width is not None else None
-        return map_to_original(np.asarray(cells, dtype=np.float32), self.geometry, size=size)
+        return map_to_original(np.asarray(cells, dtype=np.float32), self.geometry, size=size, placement=self.placement)
 
     def spatial(self, m: AttentionMap, width: int | None = None, index: int = 0) -> np.ndarray:
         """A spatial-type map drawn back on the photo's pixels (see `on_photo`)."""
@@ -136,8 +140,15 @@ def analyse(
     )
     if layers is None:
         layers = loaded.drawn_layers()
-    queries = query_fractions(query_points, geometry) if query_points else None
+    queries = (
+        QueryPoints(tuple(query_fractions(query_points, geometry)), loaded.placement, geometry.input_size)
+        if query_points
+        else None
+    )
     tensor = tensor.to(loaded.device)
-    with torch.inference_mode(), capture(loaded.model, kinds=kinds, layers=layers, queries=queries, heads=heads) as rec:
+    with (
+        torch.inference_mode(),
+        capture(loaded.model, kinds=kinds, layers=layers, queries=queries, heads=heads) as rec,
+    ):
         output = loaded.model(tensor)
-    return Analysis(path, read, geometry, rec, output, tensor)
+    return Analysis(path, read, geometry, rec, output, tensor, loaded.placement)

@@ -32,6 +32,19 @@ RESAMPLES = ("bilinear", "nearest")
 MIN_SIZE, MAX_SIZE = 16, 4096
 Size = int | tuple[int, int]
 """A model input: the side of a square, or (width, height)."""
+PLACEMENTS = ("tiled", "aligned")
+"""Where the cells of a stride-s feature map sit on the input: "tiled", cell j centred in the tile it covers,
+[s*j, s*(j+1)) (patch embeddings); "aligned", cell j centred on input pixel s*j, where a conv net with "same" padding
+centres its receptive field (torchvision's ResNets and MobileNets: the tile convention puts their stage-4 cells 15.5
+pixels down and right of where they look)."""
+
+
+def first_centre(extent: int, cells: int, placement: str = "tiled") -> float:
+    """Where cell 0's centre lies along an axis of `extent` input pixels split into `cells` (continuous
+    coordinates: pixel p spans [p, p + 1)); cell j's centre is `first_centre + j * extent / cells`."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"unknown cell placement {placement!r}; expected one of {PLACEMENTS}")
+    return 0.5 if placement == "aligned" else extent / cells / 2
 
 
 @dataclass(frozen=True)
@@ -203,13 +216,15 @@ def map_to_original(
     *,
     resample: str = "bilinear",
     size: tuple[int, int] | None = None,
+    placement: str = "tiled",
 ) -> np.ndarray:
     """Draw a feature-map-resolution map at the original image's resolution, undoing resize/crop/letterbox.
 
-    Cell (i, j) of an h x w map covers input pixels [j*W/w, (j+1)*W/w) x [i*H/h, (i+1)*H/h). Each original
-    pixel centre is mapped into the input and the map is sampled there: bilinear with align_corners=False
-    semantics (as if upsampled to the input size), or the cell it falls in for "nearest". The two steps are
-    composed into one separable interpolation, so there is no double blur and no rounding of the crop box.
+    Cell (i, j) of an h x w map is centred where `placement` says (see PLACEMENTS; "tiled": the centre of input
+    pixels [j*W/w, (j+1)*W/w) x [i*H/h, (i+1)*H/h)). Each original pixel centre is mapped into the input and the map
+    is sampled there: bilinear between cell centres (clamped at the edges), or the nearest cell for "nearest". The
+    two steps are composed into one separable interpolation, so there is no double blur and no rounding of the crop
+    box.
 
     Args:
         attention: (h, w) finite float map covering the whole model input.
@@ -217,6 +232,7 @@ def map_to_original(
         resample: "bilinear" or "nearest".
         size: (width, height) to draw at instead of the original's own size: the same picture of the original
             image, sampled at the pixel centres of a `size` grid laid over it (for thumbnails and tiles).
+        placement: Where the model's cells sit on its input: "tiled" or "aligned" (see PLACEMENTS).
 
     Returns:
         float32 array (height, width) of the original (or of `size`); NaN where the model never saw the original.
@@ -229,8 +245,8 @@ def map_to_original(
     if not np.isfinite(values).all():  # one NaN would spread along its whole row and column
         raise ValueError("attention contains NaN or infinity")
     out_size = size or geometry.original_size
-    rows, seen_rows = _axis_weights(geometry, 1, values.shape[0], resample, out_size[1])
-    cols, seen_cols = _axis_weights(geometry, 0, values.shape[1], resample, out_size[0])
+    rows, seen_rows = _axis_weights(geometry, 1, values.shape[0], resample, out_size[1], placement)
+    cols, seen_cols = _axis_weights(geometry, 0, values.shape[1], resample, out_size[0], placement)
     out = rows @ values @ cols.T
     out[~seen_rows, :] = np.nan
     out[:, ~seen_cols] = np.nan
@@ -238,7 +254,7 @@ def map_to_original(
 
 
 def _axis_weights(
-    geometry: Geometry, axis: int, cells: int, resample: str, count: int
+    geometry: Geometry, axis: int, cells: int, resample: str, count: int, placement: str = "tiled"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(output pixels x cells) interpolation matrix along one axis, and which output pixels the input shows.
 
@@ -249,10 +265,11 @@ def _axis_weights(
     seen = (centres >= 0) & (centres < extent)
     weights = np.zeros((count, cells), dtype=np.float32)
     pixel = np.arange(count)
+    position = (centres - first_centre(extent, cells, placement)) * cells / extent  # in cells from cell 0's centre
     if resample == "nearest":
-        weights[pixel, _cell_index(centres, extent, cells)] = 1.0
+        weights[pixel, _nearest_cell(position, cells)] = 1.0
         return weights, seen
-    position = np.clip(centres * cells / extent - 0.5, 0, cells - 1)
+    position = np.clip(position, 0, cells - 1)
     low = np.floor(position).astype(int)
     high = np.minimum(low + 1, cells - 1)
     frac = (position - low).astype(np.float32)
@@ -261,12 +278,16 @@ def _axis_weights(
     return weights, seen
 
 
-def _cell_index(position: np.ndarray, extent: int, cells: int) -> np.ndarray:
-    return np.clip(np.floor(position * cells / extent).astype(int), 0, cells - 1)
+def _nearest_cell(position: np.ndarray, cells: int) -> np.ndarray:
+    """The cell whose centre is nearest, for positions counted in cells from cell 0's centre (ties go right, as a
+    pixel on a tile border belongs to the tile it starts)."""
+    return np.clip(np.floor(position + 0.5).astype(int), 0, cells - 1)
 
 
-def original_to_cell(x: float, y: float, geometry: Geometry, grid_h: int, grid_w: int) -> tuple[int, int] | None:
-    """The (row, col) of the grid_h x grid_w feature-map cell that original point (x, y) falls in.
+def original_to_cell(
+    x: float, y: float, geometry: Geometry, grid_h: int, grid_w: int, placement: str = "tiled"
+) -> tuple[int, int] | None:
+    """The (row, col) of the grid_h x grid_w feature-map cell whose centre is nearest original point (x, y).
 
     Pass (col + 0.5, row + 0.5) for pixel (col, row); that cell is the one `map_to_original(..., "nearest")`
     draws on the pixel. Returns None for points outside the original or outside what the model sees.
@@ -277,12 +298,17 @@ def original_to_cell(x: float, y: float, geometry: Geometry, grid_h: int, grid_w
     u, v = geometry.to_input(x, y)
     if not (0 <= u < geometry.input_size[0] and 0 <= v < geometry.input_size[1]):
         return None
-    row = _cell_index(np.array([v]), geometry.input_size[1], grid_h)[0]
-    col = _cell_index(np.array([u]), geometry.input_size[0], grid_w)[0]
-    return int(row), int(col)
+    (width, height), cells = geometry.input_size, (grid_h, grid_w)
+    row, col = (
+        int(_nearest_cell(np.array([(pos - first_centre(extent, n, placement)) * n / extent]), n)[0])
+        for pos, extent, n in ((v, height, cells[0]), (u, width, cells[1]))
+    )
+    return row, col
 
 
-def cell_centre_to_original(row: int, col: int, geometry: Geometry, grid_h: int, grid_w: int) -> tuple[float, float]:
+def cell_centre_to_original(
+    row: int, col: int, geometry: Geometry, grid_h: int, grid_w: int, placement: str = "tiled"
+) -> tuple[float, float]:
     """The original-image point (x, y) at the centre of cell (row, col) of a grid_h x grid_w feature map.
 
     In letterbox mode a cell in the padding has its centre outside the original (negative or past the edge).
@@ -290,4 +316,6 @@ def cell_centre_to_original(row: int, col: int, geometry: Geometry, grid_h: int,
     if not (0 <= row < grid_h and 0 <= col < grid_w):
         raise ValueError(f"cell ({row}, {col}) is outside a {grid_h}x{grid_w} grid")
     width, height = geometry.input_size
-    return geometry.to_original((col + 0.5) * width / grid_w, (row + 0.5) * height / grid_h)
+    x = first_centre(width, grid_w, placement) + col * width / grid_w
+    y = first_centre(height, grid_h, placement) + row * height / grid_h
+    return geometry.to_original(x, y)

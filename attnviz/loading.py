@@ -62,6 +62,8 @@ class LoadedModel:
         std: Per-channel input standard deviation the weights expect.
         drawn: The stages drawn, when not every stage that holds attention.
         spec: What the caller named: the block, or the model spec.
+        placement: Where its cells sit on the input (attnviz.images.PLACEMENTS): "aligned" for attnviz's backbones,
+            measured for other models (attnviz.models.geometry).
     """
 
     model: nn.Module
@@ -77,6 +79,7 @@ class LoadedModel:
     std: tuple[float, ...] = IMAGENET_STD
     drawn: tuple[int, ...] | None = None
     spec: str = ""
+    placement: str = "aligned"
     cams: dict[str, Any] = field(default_factory=dict, repr=False)
     """CAM runners built for this model, by method (see attnviz.cam.stage_cams)."""
 
@@ -314,9 +317,11 @@ def _foreign_loaded(
 ) -> LoadedModel:
     """Attach taps to a foreign model, draw the recognised modules of `stages`, and wrap it as a LoadedModel."""
     from attnviz.models.foreign import attach_taps
+    from attnviz.models.geometry import measure_placement
 
     network = built.model
     report = attach_taps(network, size=size)
+    placement = measure_placement(network, size) or "tiled"
     if not isinstance(config, ModelConfig):
         held = tuple(sorted({s for s in network.attnviz_blocks.values() if s in stages}))
         config = ModelConfig(spec, None, held, report.num_outputs or 0)
@@ -333,6 +338,7 @@ def _foreign_loaded(
         mean=built.mean or IMAGENET_MEAN,
         std=built.std or IMAGENET_STD,
         drawn=tuple(stages),
+        placement=placement,
     )
 
 

@@ -68,7 +68,7 @@ def test_show_and_inspect_take_width_x_height(photo: Path, tmp_path: Path) -> No
     )
     assert result.exit_code == 0, result.stderr
     maps = json.loads(result.stdout)["results"][0]["maps"]
-    first = next(m for m in maps if m["layer"] == "layer1.0.attn")
+    first = next(m for m in maps if m["layer"] == "layer1.0.attn" and m["kind"] == "spatial")
     assert first["shape"][-2:] == [16, 24]  # stride 4 of 64 rows x 96 columns
     result = runner.invoke(app, ["inspect", "cbam", "--size", "96x64", "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["input"] == [64, 96]

@@ -104,10 +104,10 @@ def _query_planes(analysis: Analysis, m: AttentionMap, x: float, y: float) -> li
     x, y = x + 0.5, y + 0.5  # pixel (x, y) -> its centre, in the continuous coordinates of attnviz.images
     if m.tokens == "row_col":
         _, h, w, _ = m.shape
-        cell = original_to_cell(x, y, analysis.geometry, h, w)
+        cell = original_to_cell(x, y, analysis.geometry, h, w, analysis.placement)
         return [] if cell is None else [(None, criss_cross_plane(m, *cell)[0])]
     assert m.grid is not None
-    cell = original_to_cell(x, y, analysis.geometry, *m.grid)
+    cell = original_to_cell(x, y, analysis.geometry, *m.grid, analysis.placement)
     if cell is None:
         return []
     planes = query_plane(m, cell[0] * m.grid[1] + cell[1])[0]
