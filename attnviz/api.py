@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from attnviz.blocks.catalog import block_info
 from attnviz.errors import UsageError, option
 from attnviz.options import (
     MATRIX_STAGES,
@@ -343,6 +344,8 @@ def inspect(
     check_drawing(size=size, preprocess="resize", device=device)
     check_drawing(size=height, preprocess="resize", device=device)
     size = parse_size(size)
+    if isinstance(block, str) and model is None and not names_a_model(block):
+        block_info(block)  # a mistyped block name is refused before torch loads
 
     from attnviz.loading import LoadedModel, load
     from attnviz.views.inspect import inspect_model

@@ -45,6 +45,9 @@ class OneLineErrors(TyperGroup):
             # click's ClickException family (typer may vendor click, so it is matched by shape, not by class)
             if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")) or not standalone_mode:
                 raise
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `attnviz`: the help, as with --help, and exit 0
+                _echo_help(exc.format_message())
+                sys.exit(0)
             ctx = getattr(exc, "ctx", None)
             command = ctx.command_path if ctx is not None else "attnviz"
             err.print(f"[bold red]error:[/] {escape(exc.format_message())} [dim](see {command} --help)[/]")
@@ -52,6 +55,13 @@ class OneLineErrors(TyperGroup):
         if standalone_mode:
             sys.exit(result if isinstance(result, int) else 0)
         return result
+
+
+def _echo_help(help_text: str) -> None:
+    """Print the help of bare `attnviz`: with Rich, click printed it already while building the exception and its
+    text is empty; without Rich, the text is the help."""
+    if help_text:
+        typer.echo(help_text)
 
 
 app = typer.Typer(

@@ -10,8 +10,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from attnviz.blocks.catalog import block_info
 from attnviz.cli import options as opt
-from attnviz.cli.common import err, guarded, out, progress
+from attnviz.cli.common import LayerPath, err, guarded, out, progress
 from attnviz.errors import UsageError
 from attnviz.options import TRAINABLE_KINDS
 
@@ -47,14 +48,17 @@ def evaluate(
     Without --weights the shipped demo weights of the block are scored; `attnviz eval all` scores every one of them
     and prints the summary table the README shows.
     """
-    from attnviz.cam import check_cam
-
     if n < 2:
         raise UsageError(f"--n must be at least 2, got {n}")
     if tolerance < 0 or batch_size < 1:
         raise UsageError("--tolerance must be 0 or more and --batch-size at least 1")
     if size is not None and not 32 <= size <= 1024:
         raise UsageError(f"--size must be between 32 and 1024 pixels, got {size}")
+    if block != "all":
+        opt.check_block_kinds(block, TRAINABLE_KINDS, "eval")  # a mistyped block is refused before torch loads
+
+    from attnviz.cam import check_cam
+
     method = None if cam == "none" else check_cam(cam)
     if block == "all":
         if weights is not None:
@@ -68,7 +72,6 @@ def evaluate(
         else:
             _print_summary(results, n)
         return
-    opt.check_block_kinds(block, TRAINABLE_KINDS, "eval")
     payload = _evaluate_one(block, weights, n, method, tolerance, batch_size, trust, size=size, quiet=as_json)
     if as_json:
         out.print_json(json.dumps(payload))
@@ -112,15 +115,21 @@ def _evaluate_one(
             f"train some with: attnviz fit {block} --out {block}.safetensors",
         )
     dataset = SceneDataset("test", n, size or info.input_size, augment=False)
-    with progress(not quiet) as bar:
-        task = bar.add_task(f"eval {block}", total=n)
+    probes = bool(set(block_info(block).kinds) & {"channel", "selection"})
+    with progress(f"eval {block}", n, unit="scenes", enabled=not quiet) as meter:
+
+        def on_batch(scored: int) -> None:
+            meter.advance(scored)
+            if probes and meter.done >= n:  # what evaluate does after the last batch
+                meter.phase("fitting the channel-weight probes")
+
         result = run_eval(
             loaded.model,
             DataLoader(dataset, batch_size=batch_size),
             classes=info.num_classes,
             tolerance=tolerance,
             cam=method,
-            on_batch=lambda k: bar.advance(task, k),
+            on_batch=on_batch,
         )
     return {
         "block": block,
@@ -151,7 +160,7 @@ def _print_summary(results: list[dict[str, Any]], n: int) -> None:
         table.add_row(
             r["block"],
             _fmt(r["accuracy"]),
-            best.get("map", "-"),
+            LayerPath(best["map"]) if best else "-",
             _fmt(best.get("pointing")),
             _fmt(cam.get("pointing")),
             _fmt(best.get("auroc")),
@@ -172,7 +181,7 @@ def _print_tables(block: str, result: dict[str, Any]) -> None:
         for name, scores in sorted(result["maps"].items(), key=lambda kv: (kv[1]["stage"] or 0, kv[0])):
             cam = result["gradcam"].get(str(scores["stage"]), {})
             table.add_row(
-                name,
+                LayerPath(name),
                 str(scores["stage"]),
                 _fmt(scores["pointing"]),
                 _fmt(cam.get("pointing")),
@@ -186,7 +195,7 @@ def _print_tables(block: str, result: dict[str, Any]) -> None:
         for column in ("map", "stage", "probe accuracy", "chance"):
             table.add_column(column, justify="left" if column == "map" else "right", overflow="fold")
         for name, scores in result["channel"].items():
-            table.add_row(name, str(scores["stage"]), _fmt(scores["probe_accuracy"]), _fmt(scores["chance"]))
+            table.add_row(LayerPath(name), str(scores["stage"]), _fmt(scores["probe_accuracy"]), _fmt(scores["chance"]))
         out.print(table)
     err.print(
         "[dim]point: pointing game, the map's peak lies on the object (mask dilated by the tolerance); AUROC: map "

@@ -53,8 +53,7 @@ def eval_det(
     loaded = load_detector(det, native=True, device=resolve_device(device))
     if not as_json:
         err.print(f"[{'dim' if loaded.trained else 'yellow'}]detector: {escape(loaded.source)}[/]")
-    with progress(not as_json) as bar:
-        task = bar.add_task("eval-det", total=n)
+    with progress("eval-det", n, unit="scenes", enabled=not as_json) as meter:
         scores = score_scenes(
             loaded.model,
             n=n,
@@ -62,7 +61,7 @@ def eval_det(
             batch_size=batch_size,
             max_objects=max_objects,
             device=loaded.device,
-            on_batch=lambda k: bar.advance(task, k),
+            on_batch=meter.advance,
         )
     result = {"detector": str(det), "source": loaded.source, "trained": loaded.trained, **scores.to_dict()}
     if as_json:

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from attnviz.cli import options as opt
-from attnviz.cli.common import err, guarded, out, training_interrupted
+from attnviz.cli.common import err, guarded, out, run_training
 from attnviz.errors import UsageError
 from attnviz.options import TRAINABLE_KINDS
 
 if TYPE_CHECKING:
-    from attnviz.training.classifier import FitConfig
+    from attnviz.training.classifier import EpochResult, FitConfig
 
 
 @guarded
@@ -82,11 +82,6 @@ def fit(
 
     BLOCK "none" trains the plain backbone: a shared base that `--base` can start every block from.
     """
-    from attnviz.cli.common import progress_columns
-    from attnviz.loading import resolve_device
-    from attnviz.training.classifier import EpochResult, FitConfig
-    from attnviz.training.classifier import fit as run_fit
-
     if block != "none":
         opt.check_block_kinds(block, TRAINABLE_KINDS, "fit")
     for name, value, low in (
@@ -111,6 +106,12 @@ def fit(
         raise UsageError("--train-stages and --train-backbone both say what trains", "give one of them")
     if data != "synthetic" and not Path(data).is_dir():
         raise UsageError(f"--data must be 'synthetic' or an ImageFolder directory; {data!r} is neither")
+
+    from attnviz.loading import resolve_device
+    from attnviz.training.classifier import FitConfig
+    from attnviz.training.classifier import fit as run_fit
+    from attnviz.training.loop import checkpoint_path
+
     config = FitConfig(
         block=None if block == "none" else block,
         backbone=backbone,
@@ -134,44 +135,24 @@ def fit(
     if out_file is None:
         out_file = Path(f"{block}_{backbone}.safetensors")
     command = _command_line(block, out_file, config)
-    with progress_columns(not as_json) as bar:
-        task = bar.add_task(
-            "epoch 1",
-            total=(train_size // batch_size) * batch_size if data == "synthetic" else None,
-            loss=float("nan"),
-            accuracy=0.0,
-            rate=0.0,
-        )
-
-        def on_batch(stats: dict[str, float]) -> None:
-            bar.update(
-                task,
-                advance=stats["batch_size"],
-                loss=stats["loss"],
-                accuracy=stats["accuracy"],
-                rate=stats["images_per_second"],
-            )
-
-        def on_epoch(done: EpochResult) -> None:
-            bar.console.print(
-                f"epoch {done.epoch + 1}/{epochs}: loss {done.train_loss:.3f}, train acc {done.train_accuracy:.3f}, "
-                f"val acc {done.val_accuracy:.3f}, {done.images_per_second:.0f} img/s"
-            )
-            if done.epoch + 1 < epochs:
-                bar.reset(task, description=f"epoch {done.epoch + 2}")
-
-        try:
-            result = run_fit(
-                config,
-                out_file,
-                resume=resume,
-                device=resolve_device(device),
-                on_batch=on_batch,
-                on_epoch=on_epoch,
-                command=command,
-            )
-        except KeyboardInterrupt:
-            raise training_interrupted(out_file) from None
+    result = run_training(
+        lambda on_batch, on_epoch: run_fit(
+            config,
+            out_file,
+            resume=resume,
+            device=resolve_device(device),
+            on_batch=on_batch,
+            on_epoch=on_epoch,
+            command=command,
+        ),
+        epochs=epochs,
+        images_per_epoch=(train_size // batch_size) * batch_size if data == "synthetic" else None,
+        checkpoint=checkpoint_path(out_file),
+        resumed=resume,
+        shown={"loss": "loss", "accuracy": "acc"},
+        summary=lambda done: _epoch_line(done, epochs),
+        quiet=as_json,
+    )
     if as_json:
         out.print_json(
             json.dumps(
@@ -184,6 +165,14 @@ def fit(
         )
         return
     err.print(f"wrote {result.weights} and {result.sidecar} (val accuracy {result.final.val_accuracy:.3f})")
+
+
+def _epoch_line(done: EpochResult, epochs: int) -> str:
+    """The line that sums up a finished epoch."""
+    return (
+        f"epoch {done.epoch + 1}/{epochs}: loss {done.train_loss:.3f}, train acc {done.train_accuracy:.3f}, "
+        f"val acc {done.val_accuracy:.3f}, {done.images_per_second:.0f} img/s"
+    )
 
 
 def _command_line(block: str, out_file: Path, config: FitConfig) -> str:

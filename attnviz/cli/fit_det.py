@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from attnviz.cli import options as opt
-from attnviz.cli.common import err, guarded, out, training_interrupted
+from attnviz.cli.common import err, guarded, out, run_training
 from attnviz.detection import DETECTOR_BACKBONES
 
 if TYPE_CHECKING:
-    from attnviz.detection.train import DetFitConfig
+    from attnviz.detection.train import DetEpochResult, DetFitConfig
 
 
 @guarded
@@ -59,9 +59,9 @@ def fit_det(
     Every epoch is validated and checkpointed (<out>.ckpt; continue with --resume; Ctrl-C keeps the last finished
     epoch).
     """
-    from attnviz.cli.common import progress_columns
-    from attnviz.detection.train import DetEpochResult, DetFitConfig, check_fit, fit_detector
+    from attnviz.detection.train import DetFitConfig, check_fit, fit_detector
     from attnviz.loading import resolve_device
+    from attnviz.training.loop import checkpoint_path
 
     config = DetFitConfig(
         backbone=backbone,
@@ -82,33 +82,24 @@ def fit_det(
     )
     check_fit(config, out_file, resume=resume)  # bad options, base or checkpoint: refused before the bar starts
     command = command_line(out_file, config)
-    with progress_columns(not as_json, accuracy=False) as bar:
-        task = bar.add_task("epoch 1", total=(train_size // batch_size) * batch_size, loss=float("nan"), rate=0.0)
-
-        def on_batch(stats: dict[str, float]) -> None:
-            bar.update(task, advance=stats["batch_size"], loss=stats["loss"], rate=stats["images_per_second"])
-
-        def on_epoch(done: DetEpochResult) -> None:
-            bar.console.print(
-                f"epoch {done.epoch + 1}/{epochs}: loss {done.train_loss:.3f} (heatmap {done.heatmap_loss:.3f}, "
-                f"size {done.size_loss:.3f}, offset {done.offset_loss:.3f}), val loss {done.val_loss:.3f}, "
-                f"val mAP@0.5 {done.val_map50:.3f}, {done.images_per_second:.1f} img/s"
-            )
-            if done.epoch + 1 < epochs:
-                bar.reset(task, description=f"epoch {done.epoch + 2}")
-
-        try:
-            result = fit_detector(
-                config,
-                out_file,
-                resume=resume,
-                device=resolve_device(device),
-                on_batch=on_batch,
-                on_epoch=on_epoch,
-                command=command,
-            )
-        except KeyboardInterrupt:
-            raise training_interrupted(out_file) from None
+    result = run_training(
+        lambda on_batch, on_epoch: fit_detector(
+            config,
+            out_file,
+            resume=resume,
+            device=resolve_device(device),
+            on_batch=on_batch,
+            on_epoch=on_epoch,
+            command=command,
+        ),
+        epochs=epochs,
+        images_per_epoch=(train_size // batch_size) * batch_size,
+        checkpoint=checkpoint_path(out_file),
+        resumed=resume,
+        shown={"loss": "loss"},
+        summary=lambda done: _epoch_line(done, epochs),
+        quiet=as_json,
+    )
     if as_json:
         out.print_json(
             json.dumps(
@@ -121,6 +112,15 @@ def fit_det(
         )
         return
     err.print(f"wrote {result.weights} (val mAP@0.5 {result.final.val_map50:.3f})", markup=False)
+
+
+def _epoch_line(done: DetEpochResult, epochs: int) -> str:
+    """The line that sums up a finished epoch."""
+    return (
+        f"epoch {done.epoch + 1}/{epochs}: loss {done.train_loss:.3f} (heatmap {done.heatmap_loss:.3f}, "
+        f"size {done.size_loss:.3f}, offset {done.offset_loss:.3f}), val loss {done.val_loss:.3f}, "
+        f"val mAP@0.5 {done.val_map50:.3f}, {done.images_per_second:.1f} img/s"
+    )
 
 
 def command_line(out_file: Path, config: DetFitConfig) -> str:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from attnviz.cli import options as opt
-from attnviz.cli.common import guarded, out
+from attnviz.cli.common import LayerPath, guarded, out
 
 
 @guarded
@@ -67,7 +67,7 @@ def _print_blocks(found: dict[str, Any]) -> None:
     for row in rows:
         kinds = ", ".join(f"{m['kind']}:{m['label']}" if m["label"] != m["kind"] else m["kind"] for m in row["maps"])
         shapes = ", ".join("x".join(map(str, m["shape"])) for m in row["maps"])
-        table.add_row(row["layer"], str(row["stage"]), kinds, shapes, f"{row['parameters']:,}")
+        table.add_row(LayerPath(row["layer"]), str(row["stage"]), kinds, shapes, f"{row['parameters']:,}")
     out.print(table)
     block_params, total = sum(r["parameters"] for r in rows), found["total_parameters"]
     out.print(f"attention parameters: {block_params:,} of {total:,} ({100 * block_params / total:.1f}%)")
@@ -90,9 +90,8 @@ def _print_foreign(found: dict[str, Any]) -> None:
         shapes = ", ".join("x".join(map(str, m["shape"])) for m in row["maps"])
         how = {"structure": " (by structure)", "attnviz": " (attnviz block)"}.get(row["how"], "")
         stage = str(row["stage"]) if row["stage"] is not None else "-"
-        table.add_row(
-            row["layer"], row["type"] + how, stage, kinds, shapes, str(row["calls"]), f"{row['parameters']:,}"
-        )
+        layer = LayerPath(row["layer"])
+        table.add_row(layer, row["type"] + how, stage, kinds, shapes, str(row["calls"]), f"{row['parameters']:,}")
     out.print(table)
     for item in missing:
         out.print(f"not recognised: {item['layer']} ({item['type']}): its attention is not captured", markup=False)

@@ -69,8 +69,6 @@ def show(
     With --model, the spatial attention of a torchvision or timm model, or of your own model file, instead.
     """
     from attnviz import api
-    from attnviz.analysis import image_paths
-    from attnviz.cam import check_cam
     from attnviz.io.photos import load_image
     from attnviz.io.raw import save_recording
 
@@ -82,6 +80,9 @@ def show(
     opt.check_out_dir(out_dir)
     if model is None:
         opt.check_block_kinds(block, KINDS["show"], "show")
+    from attnviz.analysis import image_paths  # these import torch: after the checks that need none
+    from attnviz.cam import check_cam
+
     cam = check_cam(cam) if cam else None
     paths = image_paths(images)
     first = load_image(paths[0])  # a bad first image fails before the model is built
@@ -113,8 +114,10 @@ def show(
     }
     results, skipped = [], []
     # PNG encoding releases the GIL, so pictures are written on a second thread while the next photo runs.
-    with progress(len(paths) > 1 and not as_json) as bar, ThreadPoolExecutor(max_workers=1) as writer:
-        task = bar.add_task("show", total=len(paths))
+    with (
+        progress("show", len(paths), enabled=len(paths) > 1 and not as_json) as meter,
+        ThreadPoolExecutor(max_workers=1) as writer,
+    ):
         pending: list[tuple[Future[list[Path]], dict[str, object]]] = []
         for index, path in enumerate(paths):
             try:
@@ -124,7 +127,7 @@ def show(
                     raise
                 skipped.append({"image": str(path), "error": str(exc)})
                 err.print(f"[yellow]skipped {escape(str(path))}: {escape(exc.message)}[/]")
-                bar.advance(task)
+                meter.advance()
                 continue
             view = api.show(loaded, path, photo=photo, size=size, preprocess=preprocess, alpha=alpha, **style)
             result: dict[str, object] = dict(view.summary)
@@ -135,7 +138,7 @@ def show(
             )
             pending.append((writer.submit(view.save, out_dir, fmt), result))
             _collect(pending, results, quiet=as_json, keep=2)
-            bar.advance(task)
+            meter.advance()
         _collect(pending, results, quiet=as_json, keep=0)
     if as_json:
         out.print_json(

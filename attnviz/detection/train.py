@@ -35,6 +35,7 @@ from attnviz.training.loop import (
     restore,
     save_checkpoint,
     seed_everything,
+    with_epoch,
 )
 
 GRAD_CLIP = 10.0  # the focal loss of an untrained head can spike; clipping keeps the first steps sane
@@ -306,7 +307,7 @@ def fit_detector(
         out: The detector file to write; the checkpoint goes beside it (`<out>.ckpt`).
         resume: Continue from that checkpoint.
         device: Where to train (CPU when None).
-        on_batch: Called after every training batch with {"batch_size", "loss", "images_per_second"}.
+        on_batch: Called after every training batch with {"batch_size", "loss", "images_per_second", "epoch"}.
         on_epoch: Called after every epoch (trained, validated and checkpointed).
         command: The command line that reproduces the run, stored in the detector file.
 
@@ -342,7 +343,7 @@ def fit_detector(
             optimizer=optimizer,
             scheduler=scheduler,
             device=device,
-            on_batch=on_batch,
+            on_batch=with_epoch(on_batch, epoch),
         )
         model.eval()
         val_batches = iter(loader(val_set, config, shuffle=False))

@@ -45,6 +45,7 @@ from attnviz.training.loop import (
     restore,
     save_checkpoint,
     seed_everything,
+    with_epoch,
 )
 from attnviz.training.matcher import StageMatcher
 
@@ -308,7 +309,7 @@ def fit(
             optimizer=optimizer,
             scheduler=scheduler,
             device=device,
-            on_batch=on_batch,
+            on_batch=with_epoch(on_batch, epoch),
             extra_loss=matcher,
         )
         model.eval()

@@ -20,7 +20,15 @@ from attnviz.errors import UsageError, option
 from attnviz.io.atomic import atomic_write
 
 ProgressFn = Callable[[dict[str, Any]], None]
-"""Called after every batch with the running loss, accuracy and images/s."""
+"""Called after every batch with the running loss, accuracy and images/s (and, from `fit`, the epoch)."""
+
+
+def with_epoch(on_batch: ProgressFn | None, epoch: int) -> ProgressFn | None:
+    """`on_batch` with "epoch" (counted from 0) added to every report, so progress names a resumed run's epochs."""
+    if on_batch is None:
+        return None
+    report = on_batch
+    return lambda stats: report({**stats, "epoch": epoch})
 
 
 def seed_everything(seed: int) -> None:
