@@ -233,11 +233,13 @@ def capture(
     dtype: torch.dtype = torch.float32,
     max_bytes: int = DEFAULT_MAX_BYTES,
     eval_mode: bool = True,
+    find: bool = True,
 ) -> Iterator[Recording]:
     """Record every call of every Tap in `model` while the with-block runs.
 
     Args:
-        model: Any module containing Taps (our blocks, or foreign modules with taps attached).
+        model: Any module: one with attnviz's blocks or with taps attached (`attnviz.load` attaches them), or any
+            other network, whose attention modules are then found (see `find`).
         layers: Keep only blocks whose path equals or lies under one of these ("layer3", "layer3.1.attn").
         kinds: Keep only these kinds of attention.
         queries: For matrices over image tokens, keep only the rows of these query points, given as (x, y)
@@ -247,6 +249,9 @@ def capture(
         dtype: Storage dtype of the recorded tensors (torch.float16 halves memory).
         max_bytes: A single matrix larger than this is refused with a CaptureError.
         eval_mode: Put the model in eval mode for the capture (its previous modes are restored on exit).
+        find: When `model` holds no tap at all, find its attention modules at its first forward in the block
+            (`attnviz.models.foreign.attach_taps`, one dummy forward at the size of that input) and tap them; the
+            taps are removed on exit, leaving the model as it was.
 
     Yields:
         The Recording, filled as the model runs.
@@ -257,7 +262,9 @@ def capture(
     recorder = _Recorder(recording, dtype=dtype, queries=queries, heads=heads, max_bytes=max_bytes)
     training = [module for module in model.modules() if module.training] if eval_mode else []
     handles: list[torch.utils.hooks.RemovableHandle] = []
-    try:
+    attached: list[bool] = []
+
+    def hook_taps() -> None:
         for path, (tap, layer, block) in find_taps(model).items():
             if not _selected(layer, layers) or (wanted_kinds is not None and tap.kind not in wanted_kinds):
                 continue
@@ -269,6 +276,23 @@ def capture(
                 if select is not None:  # it recomputes a matrix: only the asked rows, when rows are asked
                     select(queries)
                 handles.extend(connect(model.get_submodule(path.rpartition(".")[0])))
+
+    def find_at_first_call(_module: nn.Module, args: tuple[Any, ...]) -> None:
+        finder.remove()
+        image = args[0] if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4 else None
+        if image is None:
+            return
+        from attnviz.models.foreign import attach_taps
+
+        attach_taps(model, size=(image.shape[-1], image.shape[-2]))
+        attached.append(True)
+        hook_taps()
+
+    try:
+        hook_taps()
+        if find and not find_taps(model):
+            finder = model.register_forward_pre_hook(find_at_first_call)
+            handles.append(finder)
         for module in training:  # eval mode, touching only the modules that were training
             module.training = False
         yield recording
@@ -277,3 +301,7 @@ def capture(
             handle.remove()
         for module in training:
             module.training = True
+        if attached:
+            from attnviz.models.foreign import detach_taps
+
+            detach_taps(model)

@@ -123,3 +123,24 @@ def test_bad_option_refused_before_torch_is_imported() -> None:
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_capture_finds_attention_in_an_untouched_model_and_leaves_it_as_it_was() -> None:
+    timm = pytest.importorskip("timm")
+    import torch
+
+    model = timm.create_model("resnet18", block_args={"attn_layer": "cbam"}).eval()
+    before = [name for name, _ in model.named_modules()]
+    image = torch.randn(1, 3, 64, 96)
+    with torch.no_grad(), attnviz.capture(model) as rec:
+        first = model(image)
+    assert {m.kind for m in rec} == {"channel", "spatial"} and len(rec) == 16
+    assert rec.of_kind("spatial")[0].shape[-2:] == (16, 24)  # found at the size of the input given
+    assert [name for name, _ in model.named_modules()] == before  # the taps went with the capture
+    with torch.no_grad():
+        assert torch.equal(model(image), first)
+    with attnviz.capture(model, find=False) as nothing:
+        model(image)
+    assert len(nothing) == 0
+    loaded = attnviz.load(model=model, device="cpu", size=64)  # an nn.Module through the front door
+    assert loaded.foreign is not None and len(loaded.foreign.recognised) == 8
