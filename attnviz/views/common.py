@@ -63,8 +63,14 @@ def range_note(values: np.ndarray) -> str:
     low, high = float(finite.min()), float(finite.max())
     if is_flat(low, high):
         return f"flat {low:.3g}"
-    # a softmax over many positions (global context, CoT) holds values far below 0.01
-    return f"{low:.2f}-{high:.2f}" if high >= 0.1 else f"{low:.2g}-{high:.2g}"
+    # as few digits as tell the ends apart (0.61-1.00, 0.477-0.480); a softmax over many positions (global context,
+    # CoT) holds values far below 0.01, given in significant digits
+    style = "f" if high >= 0.1 else "g"
+    for digits in (2, 3, 4):
+        ends = (f"{low:.{digits}{style}}", f"{high:.{digits}{style}}")
+        if ends[0] != ends[1]:
+            break
+    return "-".join(ends)
 
 
 def blank_like(tile: Image.Image) -> Image.Image:
