@@ -135,3 +135,15 @@ def test_json_and_raw_hold_everything_the_blocks_computed(photo: Path, tmp_path:
     stats = json.loads(result.stdout)["maps"][0]
     assert len(stats["top"]) == len(stats["top_weights"]) == 5
     assert stats["top_weights"] == sorted(stats["top_weights"], reverse=True)
+
+
+def test_contours_come_with_their_legend_and_the_input_size_is_said(photo: Path, tmp_path: Path) -> None:
+    plain, lined = tmp_path / "plain", tmp_path / "lined"
+    runner.invoke(app, ["show", "cbam", str(photo), "--device", "cpu", "--stages", "2", "--out", str(plain)])
+    result = runner.invoke(
+        app, ["show", "cbam", str(photo), "--device", "cpu", "--stages", "2", "--contour", "--out", str(lined)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "input: 96x96 px, the size the weights were trained at" in result.stderr  # and how to change it
+    with Image.open(plain / "photo_cbam_show.png") as a, Image.open(lined / "photo_cbam_show.png") as b:
+        assert b.width == a.width and b.height > a.height  # the legend strip under the picture

@@ -222,6 +222,11 @@ def load_model(
         device=device,
     )
     announce(loaded, quiet=quiet)
+    if size is None and not quiet and loaded.weights_info is not None:
+        from attnviz.cli.common import err
+
+        side = loaded.input_size
+        err.print(f"[dim]input: {side}x{side} px, the size the weights were trained at (--size 224 for finer maps)[/]")
     return loaded
 
 

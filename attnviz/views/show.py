@@ -13,10 +13,11 @@ from attnviz.analysis import Analysis
 from attnviz.loading import LoadedModel
 from attnviz.maps import AttentionMap, coordinate_outer, level_planes, plane
 from attnviz.options import KINDS as COMMAND_KINDS
-from attnviz.render.layout import equal_heights, grid, grid_columns
+from attnviz.render.layout import equal_heights, grid, grid_columns, stack, text_strip
 from attnviz.render.overlay import colorize, overlay, value_range
 from attnviz.views.base import DEFAULT_STYLE, Picture, Style, View
 from attnviz.views.common import (
+    CAPTION_FONT,
     blank_like,
     describe,
     prediction,
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 
 KINDS = COMMAND_KINDS["show"]
 """The kinds of attention `show` draws."""
+CONTOUR_LEGEND = (
+    "Contours: the solid white line encloses where a map reaches 50% of its drawn range, the dashed one 75% "
+    "(a level that would cover a fifth of a noisy map is left out)."
+)
 CAPTURED = (*KINDS, "channel", "selection")
 """What `show` captures: also the small channel and selection weights of the same blocks, so that --json and
 --save-raw hold everything the blocks computed (GAM's channel half too); matrices are left to `matrix`."""
@@ -66,7 +71,10 @@ def draw(
     limits = scale_limits([(stage, p.cells) for stage, row in rows for p in row if not p.fixed], style)
     photo = analysis.thumbnail(width)
     tiles = [[tile(_overlay(photo, p, style, limits.get(stage, {})), p.caption) for p in row] for stage, row in rows]
-    pictures: dict[str, Picture] = {"show": show_picture(analysis, tiles)}
+    picture = show_picture(analysis, tiles)
+    if style.contour:
+        picture = stack([picture, text_strip(CONTOUR_LEGEND, picture.width, font_size=CAPTION_FONT)])
+    pictures: dict[str, Picture] = {"show": picture}
     if each or heat_only:
         pictures.update(_full_size(analysis, loaded, style, every_block, cams, cam_name, each, heat_only))
     summary = {
