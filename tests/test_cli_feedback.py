@@ -13,31 +13,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 from rich.table import Table
-from typer.testing import CliRunner
 
 import attnviz.cli.common as common
-from attnviz.cli.app import app
-
-runner = CliRunner()  # its stderr is not a terminal: what `attnviz fit ... > log 2>&1` sees
-TINY = [
-    "--size",
-    "64",
-    "--train-size",
-    "32",
-    "--val-size",
-    "16",
-    "--batch-size",
-    "16",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-]
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
+from tests.cli_utils import TINY, run
 
 
 def captured_stderr(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:

@@ -8,31 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from attnviz.cli.app import app
 from attnviz.loading import load_native as load_model
-
-runner = CliRunner()
-TINY = [
-    "--size",
-    "64",
-    "--train-size",
-    "32",
-    "--val-size",
-    "16",
-    "--batch-size",
-    "16",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-]
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
+from tests.cli_utils import TINY, run
 
 
 @pytest.fixture(scope="module")
