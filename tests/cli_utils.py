@@ -7,7 +7,20 @@ from typer.testing import CliRunner
 from attnviz.cli.app import app
 
 runner = CliRunner()
-TINY = ["--size", "64", "--train-size", "32", "--val-size", "16", "--batch-size", "16", "--workers", "0", "--device", "cpu"]
+TINY = [
+    "--size",
+    "64",
+    "--train-size",
+    "32",
+    "--val-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+]
 """Options of a fit that finishes in seconds: 32 small scenes an epoch, on the CPU."""
 
 
