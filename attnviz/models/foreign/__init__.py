@@ -1,16 +1,20 @@
-"""Attention inside models attnviz did not build: torchvision, timm, and users' own modules.
+"""Attention inside models attnviz did not build: torchvision, timm, YOLO, and users' own modules.
 
 `attach_taps(model)` finds the attention modules of a network and gives each one a `ForeignTap` child per attention
 tensor it computes, so `capture` records them like the taps of attnviz's own blocks. Modules are recognised by type
-(torchvision's and timm's SE, ECA, CBAM, coordinate, selective-kernel, global-context and split attention, matched
-by package and class name along the MRO) or by structure from one dummy forward (blog-style SE and CBAM gates).
-attnviz's own blocks are reported beside them; attention-like modules nothing matched are reported as not
-recognised. Taps only hook, so outputs and state dicts are unchanged.
+(torchvision's and timm's SE, ECA, CBAM, coordinate, selective-kernel, global-context and split attention, their
+self-attention, ultralytics' CBAM and PSA/area attention, matched by package and class name along the MRO) or by
+structure from one dummy forward (blog-style gates, as modules or as inline `torch.sigmoid`/`softmax` calls, judged
+by the shape of what they scale). attnviz's own blocks are reported beside them; attention-like modules nothing
+matched are reported as not recognised. Taps only hook, so outputs and state dicts are unchanged.
 
 - `taps`: TapSpec, ForeignTap, adding and removing taps.
-- `recognise`: the adapters by type, recognition by structure, `attach_taps` and its ForeignReport.
-- `probe`: the dummy forward recognition reads shapes and stages from.
-- `zoo`: building or reading the model a `--model` names (torchvision, timm, model files).
+- `recognise`: the adapters by type, `attach_taps` and its ForeignReport; `structure`: recognition by structure.
+- `probe`: the dummy forward recognition reads shapes, stages and gate calls from; `functional`: watching and
+  catching inline gate calls.
+- `selfattn`: the self-attention adapters (ViT, BoT, Halo, Lambda, non-local, BAT, MultiheadAttention, YOLO's);
+  `recompute`, `yolo` and `found`: the recipes that recompute their weights from q and k.
+- `zoo`: building or reading the model a `--model` names (torchvision, timm, model files, your own code).
 """
 
 from __future__ import annotations

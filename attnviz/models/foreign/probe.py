@@ -1,4 +1,5 @@
-"""The probe: one dummy forward that records, per module, its call order, call count and tensor shapes.
+"""The probe: one dummy forward that records, per module, its call order, call count and tensor shapes, and every
+call of a gate candidate (see `functional.GateWatch`).
 
 Recognition by structure reads a module's gate from these shapes, and every recognised module's stage comes from
 the output stride it works at.
@@ -16,6 +17,7 @@ from torch import nn
 
 from attnviz.errors import AttnvizError, option
 from attnviz.images import Size, input_dims
+from attnviz.models.foreign.functional import GateCall, GateWatch, is_sigmoid
 
 
 @dataclass
@@ -29,6 +31,10 @@ class Probe:
         inputs: Module path -> shape of the first tensor its first call received.
         outputs: Module path -> shape of the tensor its first call returned.
         result: Shape of the model's output, when that is a tensor.
+        gates: Every call of a sigmoid-like module and every functional sigmoid or softmax a module's first call
+            made in its own forward, in call order.
+        windows: Module path -> (start, end) of its first call, in `GateCall.tick`s: a gate call with start < tick
+            <= end ran inside it.
     """
 
     size: Size
@@ -37,6 +43,8 @@ class Probe:
     inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
     outputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
     result: tuple[int, ...] | None = None
+    gates: list[GateCall] = field(default_factory=list)
+    windows: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def run_probe(model: nn.Module, size: Size) -> Probe:
@@ -52,13 +60,15 @@ def run_probe(model: nn.Module, size: Size) -> Probe:
     handles = []
     training = [module for module in model.modules() if module.training]
     example = _zero_image(model, size)
+    watch = GateWatch()
     try:
         for path, module in model.named_modules():
-            handles.append(module.register_forward_pre_hook(_before(probe, path)))
-            handles.append(module.register_forward_hook(_after(probe, path)))
+            handles.append(module.register_forward_pre_hook(_before(probe, watch, path)))
+            handles.append(module.register_forward_hook(_after(probe, watch, path, is_sigmoid(module))))
+            handles.append(module.register_forward_hook(_leave(probe, watch, path), always_call=True))
         for module in training:
             module.training = False
-        with torch.no_grad():
+        with torch.no_grad(), watch:
             output = model(example)
         if isinstance(output, torch.Tensor):
             probe.result = tuple(output.shape)
@@ -73,6 +83,8 @@ def run_probe(model: nn.Module, size: Size) -> Probe:
             handle.remove()
         for module in training:
             module.training = True
+        watch.forget()
+    probe.gates = watch.gates
     return probe
 
 
@@ -90,24 +102,46 @@ def _zero_image(model: nn.Module, size: Size) -> torch.Tensor:
     )
 
 
-def _before(probe: Probe, path: str) -> Callable[..., None]:
+def _before(probe: Probe, watch: GateWatch, path: str) -> Callable[..., None]:
     """A forward pre-hook recording the call order of the module at `path` and its first input's shape."""
 
-    def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
         probe.order.setdefault(path, len(probe.order))
         if args and isinstance(args[0], torch.Tensor) and path not in probe.inputs:
             probe.inputs[path] = tuple(args[0].shape)
+        watch.enter(path, module)
+        if path not in probe.windows:
+            probe.windows[path] = (watch.tick, watch.tick)
 
     return hook
 
 
-def _after(probe: Probe, path: str) -> Callable[..., None]:
-    """A forward hook counting the calls of the module at `path` and recording its first output's shape."""
+def _after(probe: Probe, watch: GateWatch, path: str, gate: bool) -> Callable[..., None]:
+    """A forward hook counting the calls of the module at `path`, recording its first output's shape, and, for a
+    sigmoid-like module (`gate`), handing every output to the watch."""
 
     def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
-        probe.calls[path] = probe.calls.get(path, 0) + 1
+        index = probe.calls.get(path, 0)
+        probe.calls[path] = index + 1
         if isinstance(output, torch.Tensor) and path not in probe.outputs:
             probe.outputs[path] = tuple(output.shape)
+        if gate:
+            watch.module_output(path, index, output)
+
+    return hook
+
+
+def _leave(probe: Probe, watch: GateWatch, path: str) -> Callable[..., None]:
+    """A forward hook, run also after an exception, that ends the call in the watch and the first call's window."""
+
+    first = True
+
+    def hook(module: nn.Module, _args: tuple[Any, ...], _output: Any) -> None:
+        nonlocal first
+        watch.leave(module)
+        if first and path in probe.windows:
+            probe.windows[path] = (probe.windows[path][0], watch.tick)
+            first = False
 
     return hook
 

@@ -2,13 +2,12 @@
 
 Modules are recognised by type (an adapter per known class, looked up along the class's MRO by top-level package
 and class name, so subclasses count and timm is never imported to check; self-attention's adapters live in
-`selfattn`) or by structure (sigmoid gates whose shapes from one dummy forward look like SE or CBAM). attnviz's own
-blocks are reported beside them.
+`selfattn`) or by structure (sigmoid gates, modules or functional calls in a module's forward, whose shapes in
+one dummy forward look like SE or CBAM gates; see `structure`). attnviz's own blocks are reported beside them.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from torch import nn
 from attnviz.blocks.base import AttentionBlock, Tap
 from attnviz.models.foreign.probe import Probe, run_probe, stage_of
 from attnviz.models.foreign.selfattn import SELF_ATTENTION_ADAPTERS, token_stage, with_layout
+from attnviz.models.foreign.structure import ancestors, by_structure, under
 from attnviz.models.foreign.taps import CHANNEL, PLANE, SELECTION, TapSpec, add_tap, detach_taps
 
 ATTENTION_NAME = re.compile(
@@ -143,56 +143,6 @@ def adapter_specs(module: nn.Module) -> list[TapSpec] | None:
     return None
 
 
-# ------------------------------------------------------------------------------------------ adapters by structure
-
-
-def _is_sigmoid(module: nn.Module) -> bool:
-    """Whether `module` is a sigmoid-like activation (no children, no log-sigmoid)."""
-    name = type(module).__name__.lower()
-    return "sigmoid" in name and "log" not in name and not list(module.children())
-
-
-def _ancestors(path: str) -> list[str]:
-    """Enclosing module paths, nearest first, without the root."""
-    parts = path.split(".")
-    return [".".join(parts[:cut]) for cut in range(len(parts) - 1, 0, -1)]
-
-
-def _under(path: str, roots: set[str]) -> bool:
-    """Whether `path` is one of `roots` or lies inside one ("" is the whole model)."""
-    return any(path == root or not root or path.startswith(root + ".") for root in roots)
-
-
-def _has_single_output_conv(module: nn.Module) -> bool:
-    """Whether `module` holds a conv with one output channel (CBAM's spatial half has one)."""
-    return any(isinstance(m, nn.Conv2d) and m.out_channels == 1 for m in module.modules())
-
-
-def _structural_gate(path: str, modules: dict[str, nn.Module], probe: Probe) -> tuple[str, TapSpec] | None:
-    """(owner path, tap) for a sigmoid gate at `path` that looks like SE/CBAM by its shapes, else None."""
-    out = probe.outputs.get(path)
-    if out is None or len(out) < 2:
-        return None
-    batch, rest = out[0], out[1:]
-    channels = math.prod(rest)
-    if channels > 1 and sorted(rest)[:-1] == [1] * (len(rest) - 1):  # one axis of length C, the others 1
-        for owner in _ancestors(path):
-            shape = probe.inputs.get(owner)
-            if shape is not None and len(shape) == 4:
-                if shape[:2] != (batch, channels):
-                    return None
-                return owner, TapSpec("channel", "channel", CHANNEL, path[len(owner) + 1 :], "flat")
-        return None
-    if len(out) == 4 and out[1] == 1 and out[2] * out[3] > 1:
-        for owner in _ancestors(path):
-            shape = probe.inputs.get(owner)
-            if shape is not None and len(shape) == 4 and shape[-2:] == out[-2:]:
-                if not _has_single_output_conv(modules[owner]):
-                    return None
-                return owner, TapSpec("spatial", "spatial", PLANE, path[len(owner) + 1 :], "plane")
-    return None
-
-
 # ------------------------------------------------------------------------------------------------ attach_taps
 
 
@@ -231,8 +181,19 @@ class ForeignModule:
             "stage": self.stage,
             "calls": self.calls,
             "kinds": list(self.kinds),
-            "taps": [{"label": t.label, "kind": t.kind, "source": t.source, "norm": t.norm} for t in self.taps],
+            "taps": [_tap_summary(t) for t in self.taps],
         }
+
+
+def _tap_summary(tap: TapSpec) -> dict[str, Any]:
+    """Label, kind, source and norm of a tap; the function and call of a functional gate; the call of a tap on one
+    call of its source."""
+    found = {"label": tap.label, "kind": tap.kind, "source": tap.source, "norm": tap.norm}
+    if tap.function is not None:
+        found["function"] = tap.function
+    if tap.call is not None:
+        found["call"] = tap.call
+    return found
 
 
 @dataclass
@@ -268,7 +229,7 @@ def attach_taps(model: nn.Module, *, size: int = 224) -> ForeignReport:
     own = {path for path, module in modules.items() if isinstance(module, AttentionBlock)}
     typed = _by_type(modules, own)
     probe = run_probe(model, size)
-    structural = _by_structure(modules, probe, own | set(typed))
+    structural = by_structure(modules, probe, own | set(typed))
     recognised, untappable = _attach((("type", typed), ("structure", structural)), modules, probe)
     recognised = _merge_by_layer(recognised + _own_blocks(model, modules, own, probe), probe)
     covered = own | set(typed) | set(structural) | {m.path for m in recognised}
@@ -282,24 +243,12 @@ def _by_type(modules: dict[str, nn.Module], own: set[str]) -> dict[str, list[Tap
     """Path -> taps of the modules an adapter matches, outermost first (nothing inside a match or an own block)."""
     typed: dict[str, list[TapSpec]] = {}
     for path, module in modules.items():
-        if _under(path, own | set(typed)) or isinstance(module, Tap):
+        if under(path, own | set(typed)) or isinstance(module, Tap):
             continue
         specs = adapter_specs(module)
         if specs:  # an empty list: this configuration computes no attention (e.g. GlobalContext without either)
             typed[path] = with_layout(specs, path, modules)
     return typed
-
-
-def _by_structure(modules: dict[str, nn.Module], probe: Probe, taken: set[str]) -> dict[str, list[TapSpec]]:
-    """Owner path -> taps of the sigmoid gates that look like SE/CBAM, outside the modules in `taken`."""
-    structural: dict[str, list[TapSpec]] = {}
-    for path, module in modules.items():
-        if not _is_sigmoid(module) or _under(path, taken):
-            continue
-        found = _structural_gate(path, modules, probe)
-        if found is not None and not _under(found[0], taken):
-            structural.setdefault(found[0], []).append(found[1])
-    return structural
 
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -308,7 +257,7 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 def _tap_host(owner: str, modules: dict[str, nn.Module]) -> str | None:
     """Where the taps of `owner` can live: itself, or (a container's forward would call a new child) the nearest
     enclosing module that is not a container; None when there is none."""
-    for path in [owner, *_ancestors(owner), ""]:
+    for path in [owner, *ancestors(owner), ""]:
         if not isinstance(modules[path], _CONTAINERS):
             return path
     return None
@@ -338,7 +287,7 @@ def _own_blocks(model: nn.Module, modules: dict[str, nn.Module], own: set[str], 
     placed = getattr(model, "attnviz_blocks", None) or {}
     found = []
     for path in sorted(own, key=lambda p: probe.order.get(p, len(probe.order))):
-        if any(other != path and _under(path, {other}) for other in own):
+        if any(other != path and under(path, {other}) for other in own):
             continue  # a block inside another block belongs to the outer one
         taps = tuple(
             TapSpec(tap.label, tap.kind, tap.axes, name, "as_is", tap.norm, tap.over)
@@ -372,6 +321,6 @@ def _unrecognised(modules: dict[str, nn.Module], covered: set[str], untappable: 
         if path
         and (ATTENTION_NAME.search(type(module).__name__) or path in untappable)
         and not isinstance(module, Tap)
-        and (path in untappable or not any(_under(path, {c}) or c.startswith(path + ".") for c in covered))
+        and (path in untappable or not any(under(path, {c}) or c.startswith(path + ".") for c in covered))
     ]
-    return [(p, n) for p, n in found if not _under(p.rpartition(".")[0], {q for q, _ in found})]
+    return [(p, n) for p, n in found if not under(p.rpartition(".")[0], {q for q, _ in found})]

@@ -23,67 +23,25 @@ capture asks for rows (`Found.rows`); otherwise the full matrix, which capture's
   P[r, r'] Q[c', c] per channel group, each factor normalised so a row sums to 1.
 - `mha` (`torch.nn.MultiheadAttention`): per-head weights from torch's own function on the call's arguments, over
   the sequence; `mha_matrix`, `mha_cls` inside a ViT whose layout is known (torchvision's), as for timm's.
+- `mha_grid` (the `TransformerBlock` of yolov5 and ultralytics' C3TR): as `mha`, over the pixels of the block's input
+  map, so the rows lie on its (H, W) grid.
+
+The YOLO family's own self-attention (ultralytics `Attention`, `AAttn`) has its recipes in `yolo`; `Found` and
+`Emission` are in `found`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnviz.capture import QueryPoints
-
-Grid = tuple[int, int]
-Emission = tuple[torch.Tensor, Grid | None, list[int] | None]
-"""(the tapped tensor, its token grid, the grid tokens its query axis holds when only those were computed)."""
-
-
-@dataclass
-class Found:
-    """What a recipe-mode ForeignTap caught during one call of its module.
-
-    Attributes:
-        module: The attention module.
-        outputs: The outputs of the hooked submodules, in the order the tap names them (its trigger last).
-        args: The module's positional arguments.
-        kwargs: The module's keyword arguments.
-        params: The tap's layout parameters (e.g. "prefix", "grid").
-        queries: The query points capture keeps (attnviz.capture.QueryPoints); None for every row.
-    """
-
-    module: nn.Module
-    outputs: tuple[Any, ...]
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
-    queries: QueryPoints | None = None
-
-    def rows(self, grid: Grid) -> list[int] | None:
-        """The grid tokens (row-major) of the asked query points; None when every row is wanted."""
-        return self.queries.rows(grid) if self.queries is not None else None
-
-    @property
-    def module_device(self) -> torch.device | None:
-        """Where the module's tensors are (its first parameter's device; None, the default, without any)."""
-        parameter = next(self.module.parameters(), None)
-        return parameter.device if parameter is not None else None
-
-    def argument(self, position: int, name: str) -> Any:
-        """The call's argument `name`, given by keyword or at `position`; None when not given."""
-        if name in self.kwargs:
-            return self.kwargs[name]
-        return self.args[position] if len(self.args) > position else None
-
-
-def _tokens(rows: list[int] | None, count: int, device: torch.device | None) -> torch.Tensor:
-    """The token indices a matrix keeps: `rows`, or all `count` of them."""
-    return torch.arange(count, device=device) if rows is None else torch.tensor(rows, device=device)
-
+from attnviz.models.foreign.found import Emission, Found, Grid, token_index
+from attnviz.models.foreign.yolo import YOLO_RECIPES
 
 # ------------------------------------------------------------------------------------------------ timm Attention
 
@@ -129,7 +87,7 @@ def _patch_rows(found: Found, tokens: int, weights_of: Callable[[torch.Tensor], 
     """Patch rows over patch keys of a ViT sequence, given the weights of the query tokens at an index."""
     prefix, grid = vit_layout(tokens, found.params)
     rows = found.rows(grid) if grid is not None else None
-    index = _tokens(rows, tokens - prefix, found.module_device) + prefix
+    index = token_index(rows, tokens - prefix, found.module_device) + prefix
     return weights_of(index)[..., prefix:], grid, rows
 
 
@@ -209,7 +167,7 @@ def halo(found: Found) -> Emission:
     grid = (kv_out.shape[-2], kv_out.shape[-1])
     rows = found.rows(grid)
     windows = _halo_windows(found.module, q_out, kv_out, rel)
-    tokens = _tokens(rows, grid[0] * grid[1], kv_out.device)
+    tokens = token_index(rows, grid[0] * grid[1], kv_out.device)
     return _halo_scatter(found.module, windows, grid, tokens), grid, rows
 
 
@@ -259,7 +217,7 @@ def bat(found: Found) -> Emission:
     q = _bat_factor(q_logits, ba.groups, ba.block_size, 2)
     h, w = found.args[0].shape[-2:]
     rows = found.rows((h, w))
-    tokens = _tokens(rows, h * w, p.device)
+    tokens = token_index(rows, h * w, p.device)
     along_h = _expanded(p, tokens // w, h)
     along_w = _expanded(q.transpose(-1, -2), tokens % w, w)  # Q[c', c] read as row c
     return (along_h[..., :, None] * along_w[..., None, :]).flatten(-2), (h, w), rows
@@ -319,6 +277,22 @@ def mha_cls(found: Found) -> Emission | None:
     return _class_row(found, weights.shape[-1], lambda index: weights.index_select(2, index))
 
 
+def mha_grid(found: Found) -> Emission:
+    """A `TransformerBlock` of yolov5 or ultralytics (C3TR): the MultiheadAttention of its layer `params["layer"]`
+    over the pixels of the block's (B, C, H, W) input, flattened row-major, fed the outputs of the layer's q and k
+    Linear (its query and key; `found.outputs`)."""
+    attention = found.module.get_submodule(found.params["layer"])
+    query, key, _ = found.outputs
+    weights = _mha_weights(Found(attention, (), (query, key, key)))
+    h, w = found.args[0].shape[-2:]
+    if h * w != weights.shape[-1]:
+        return weights, None, None
+    rows = found.rows((h, w))
+    if rows is not None:
+        weights = weights.index_select(2, torch.tensor(rows, device=weights.device))
+    return weights, (h, w), rows
+
+
 RECIPES: dict[str, Callable[[Found], Emission | None]] = {
     "vit_matrix": vit_matrix,
     "vit_cls": vit_cls,
@@ -330,5 +304,7 @@ RECIPES: dict[str, Callable[[Found], Emission | None]] = {
     "mha": mha,
     "mha_matrix": mha_matrix,
     "mha_cls": mha_cls,
+    "mha_grid": mha_grid,
+    **YOLO_RECIPES,
 }
 """Recipe name -> the function recomputing that attention; by name, so a ForeignTap stays picklable."""

@@ -1,14 +1,17 @@
 """Adapters for self-attention attnviz did not write: timm's ViT `Attention`, `BottleneckAttn` (BoTNet),
-`HaloAttn` (HaloNet), `LambdaLayer`, `NonLocalAttn`, `BatNonLocalAttn`, and `torch.nn.MultiheadAttention`.
+`HaloAttn` (HaloNet), `LambdaLayer`, `NonLocalAttn`, `BatNonLocalAttn`, `torch.nn.MultiheadAttention`, and the YOLO
+family's: ultralytics' `Attention` (PSA, C2PSA), `AAttn` (YOLO12's area attention), the `TransformerBlock` of yolov5
+and ultralytics (C3TR), with ultralytics' `CBAM`, `ChannelAttention` and `SpatialAttention` gates.
 
-None of them returns its attention weights from a submodule, so each tap runs a recipe of `recompute` on the
-outputs of the submodules carrying the queries and keys (see there for what each one holds). The timm adapters take
-a module only when its class runs timm's own forward (a subclass that overrides it may compute something else, and
-is listed as not recognised instead). Papers: Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021;
-Srinivas et al., Bottleneck Transformers for Visual Recognition, CVPR 2021; Vaswani et al., Scaling Local
-Self-Attention for Parameter Efficient Visual Backbones, CVPR 2021; Bello, LambdaNetworks, ICLR 2021; Wang et al.,
-Non-local Neural Networks, CVPR 2018; Chi et al., Non-Local Neural Networks With Grouped Bilinear Attentional
-Transforms, CVPR 2020.
+None of the self-attention modules returns its weights from a submodule, so each tap runs a recipe of `recompute`
+(or `yolo`) on the outputs of the submodules carrying the queries and keys (see there for what each one holds). The
+timm, ultralytics and yolov5 self-attention adapters take a module only when its class runs that library's own
+forward (a subclass that overrides it may compute something else, and is listed as not recognised instead). The
+CBAM gates are tapped at their sigmoid, one layer per CBAM (structure alone finds each half as a layer of its own).
+Papers: Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021; Srinivas et al., Bottleneck Transformers for
+Visual Recognition, CVPR 2021; Vaswani et al., Scaling Local Self-Attention for Parameter Efficient Visual Backbones,
+CVPR 2021; Bello, LambdaNetworks, ICLR 2021; Wang et al., Non-local Neural Networks, CVPR 2018; Chi et al., Non-Local
+Neural Networks With Grouped Bilinear Attentional Transforms, CVPR 2020; Woo et al., CBAM, ECCV 2018.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import nn
 
 from attnviz.models.foreign.probe import Probe, stage_of
 from attnviz.models.foreign.recompute import vit_layout
-from attnviz.models.foreign.taps import TapSpec
+from attnviz.models.foreign.taps import CHANNEL, PLANE, TapSpec
 
 MATRIX = ("batch", "head", "query", "key")
 """Axes of every self-attention matrix tapped here (a module with one head has a head axis of length 1)."""
@@ -93,6 +96,81 @@ def _multihead(module: nn.Module) -> list[TapSpec]:
     return [_matrix("", "mha", (), tokens="sequence")]
 
 
+# ------------------------------------------------------------------------------------- the YOLO family's modules
+
+
+ULTRALYTICS_BLOCKS = ("ultralytics.nn.modules.block",)
+"""Where ultralytics (and its YOLOv10 and YOLOv12 forks, also named ultralytics) defines PSA's and AAttn."""
+TRANSFORMER_BLOCKS = ("ultralytics.nn.modules.transformer", "models.common", "yolov5.models.common")
+"""Where TransformerBlock is defined: ultralytics, yolov5's own `models` package (torch.hub, a clone), pip's yolov5."""
+
+
+def _own_forward(module: nn.Module, name: str, defined_in: tuple[str, ...]) -> None:
+    """Check that `module` runs the forward of class `name` of one of the modules `defined_in`.
+
+    Raises:
+        AttributeError: it runs another forward (the adapter then does not apply).
+    """
+    forward = type(module).forward
+    if forward.__qualname__ != f"{name}.forward" or forward.__module__ not in defined_in:
+        raise AttributeError(f"{type(module).__qualname__} overrides {name}.forward")
+
+
+def _require(module: nn.Module, *names: str) -> None:
+    """Check that `module` has the attributes a recipe reads.
+
+    Raises:
+        AttributeError: one is missing (a class of the same name with another layout: the adapter does not apply).
+    """
+    missing = [name for name in names if not hasattr(module, name)]
+    if missing:
+        raise AttributeError(f"{type(module).__qualname__} has no {', '.join(missing)}")
+
+
+def _gate(label: str, kind: str, source: str, module: nn.Module) -> TapSpec:
+    """ultralytics' CBAM halves: `source` is the sigmoid whose (B, C, 1, 1) or (B, 1, H, W) output gates x."""
+    gate = type(module.get_submodule(source)).__name__.lower()
+    norm = "sigmoid" if "sigmoid" in gate and "log" not in gate else "none"
+    if kind == "channel":
+        return TapSpec(label, kind, CHANNEL, source, "flat", norm)
+    return TapSpec(label, kind, PLANE, source, "plane", norm)
+
+
+def _ultralytics_cbam(module: nn.Module) -> list[TapSpec]:
+    return [
+        _gate("channel", "channel", "channel_attention.act", module),
+        _gate("spatial", "spatial", "spatial_attention.act", module),
+    ]
+
+
+def _psa_attention(module: nn.Module) -> list[TapSpec]:
+    _own_forward(module, "Attention", ULTRALYTICS_BLOCKS)
+    _require(module, "num_heads", "key_dim", "scale")
+    return [_matrix("qkv", "psa_attention", ())]
+
+
+def _area_attention(module: nn.Module) -> list[TapSpec]:
+    # The original YOLOv12 code's AAttn (separate qk and v convs) lays its channels out differently: no qkv, no taps.
+    _own_forward(module, "AAttn", ULTRALYTICS_BLOCKS)
+    _require(module, "num_heads", "head_dim", "area")
+    return [_matrix("qkv", "area_attention", ())]
+
+
+def _transformer_block(module: nn.Module) -> list[TapSpec]:
+    """yolov5's (and ultralytics' C3TR's) TransformerBlock: each layer's attention over the block's input grid,
+    labelled "matrix" for a single layer, "layer0", "layer1"... for several."""
+    _own_forward(module, "TransformerBlock", TRANSFORMER_BLOCKS)
+    layers = module.get_submodule("tr")
+    specs = []
+    for index, layer in enumerate(layers):
+        _own_forward(layer, "TransformerLayer", TRANSFORMER_BLOCKS)
+        at = f"tr.{index}"
+        spec = _matrix(f"{at}.ma", "mha_grid", (f"{at}.q", f"{at}.k"))
+        label = f"layer{index}" if len(layers) > 1 else "matrix"
+        specs.append(replace(spec, label=label, params=(("layer", f"{at}.ma"),)))
+    return specs
+
+
 SELF_ATTENTION_ADAPTERS: dict[tuple[str, str], Callable[[nn.Module], list[TapSpec]]] = {
     ("timm", "Attention"): _vit_attention,
     ("timm", "BottleneckAttn"): _bottleneck,
@@ -101,6 +179,14 @@ SELF_ATTENTION_ADAPTERS: dict[tuple[str, str], Callable[[nn.Module], list[TapSpe
     ("timm", "NonLocalAttn"): _non_local,
     ("timm", "BatNonLocalAttn"): _bat,
     ("torch", "MultiheadAttention"): _multihead,
+    ("ultralytics", "CBAM"): _ultralytics_cbam,
+    ("ultralytics", "ChannelAttention"): lambda module: [_gate("channel", "channel", "act", module)],
+    ("ultralytics", "SpatialAttention"): lambda module: [_gate("spatial", "spatial", "act", module)],
+    ("ultralytics", "Attention"): _psa_attention,
+    ("ultralytics", "AAttn"): _area_attention,
+    ("ultralytics", "TransformerBlock"): _transformer_block,
+    ("models", "TransformerBlock"): _transformer_block,
+    ("yolov5", "TransformerBlock"): _transformer_block,
 }
 """(top-level package, class name) -> the taps of such a module; merged into recognise.ADAPTERS."""
 

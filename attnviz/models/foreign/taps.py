@@ -9,6 +9,10 @@ Where no submodule returns the attention (self-attention whose softmax runs insi
 the tap runs in recipe mode: it catches the outputs of the submodules carrying queries and keys during one call of
 the module, and a recipe of `recompute` turns them into the weights; for grid tokens only the query rows capture
 asks for (`select_queries`) are computed.
+
+Where the module applies the gate with a functional call in its own forward (`x * torch.sigmoid(...)`), the tap
+runs in call mode: a `functional.CallCatcher` watches that forward (and nothing else) for the k-th call of the
+family and hands its output over.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnviz.blocks.base import Tap
+from attnviz.models.foreign.functional import CallCatcher
 from attnviz.models.foreign.recompute import RECIPES, Found
 
 if TYPE_CHECKING:
@@ -81,7 +86,12 @@ TRANSFORMS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
     "softmax_plane": _softmax_plane,
     "radix": _radix,
 }
-"""How a hooked output becomes the tapped tensor; by name, so a ForeignTap stays a plain picklable module."""
+"""How a hooked output becomes the tapped tensor; by name, so a ForeignTap stays a plain picklable module.
+
+One more name, "positions", is for call mode only: a softmax over the H*W positions of the module's (B, C, H, W)
+input, kept when it has B*H*W values and reshaped to (B, H, W)."""
+
+POSITIONS = "positions"
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,9 @@ class TapSpec:
         inputs: For recipes: paths (like `source`) of the submodules whose outputs the recipe reads before it.
         params: For recipes: (name, value) pairs of the module's token layout (e.g. ("prefix", 1)).
         base: Path, relative to the tap's host, of the module itself ("" when the host is the module).
+        function: For a gate applied by a functional call in the own forward of `source` (`x * torch.sigmoid(y)`):
+            the family of the call ("sigmoid", "softmax", see `functional.FUNCTIONS`); `call` then counts that
+            forward's calls of the family, and `transform` turns the call's output into the tapped tensor.
     """
 
     label: str
@@ -116,6 +129,7 @@ class TapSpec:
     inputs: tuple[str, ...] = ()
     params: tuple[tuple[str, Any], ...] = ()
     base: str = ""
+    function: str | None = None
 
     def rebased(self, relative: str) -> TapSpec:
         """This spec for a tap hosted `relative` above its module (a container's parent): paths start there."""
@@ -133,6 +147,8 @@ class ForeignTap(Tap):
         spec: What the tensor is and which submodule produces it.
     """
 
+    function: str | None = None  # a class default: taps pickled before call mode existed lack the attribute
+
     def __init__(self, spec: TapSpec) -> None:
         super().__init__(spec.kind, spec.axes, norm=spec.norm, over=spec.over, tokens=spec.tokens, label=spec.label)
         self.source = spec.source
@@ -141,6 +157,7 @@ class ForeignTap(Tap):
         self.inputs = spec.inputs
         self.params = dict(spec.params)
         self.base = spec.base
+        self.function = spec.function
         self._seen = 0
         self._queries: QueryPoints | None = None
         self._call: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # recipe mode: the module's current call
@@ -161,6 +178,8 @@ class ForeignTap(Tap):
         self._seen = 0
         if self.transform in RECIPES:
             return self._connect_recipe(owner)
+        if self.function is not None:
+            return self._connect_call(owner)
         handles = [owner.get_submodule(self.source).register_forward_hook(self._on_source)]
         if self.call is not None:
             handles.append(owner.register_forward_pre_hook(self._on_owner_call))
@@ -175,6 +194,25 @@ class ForeignTap(Tap):
         index, self._seen = self._seen, self._seen + 1
         if self.call is None or index == self.call:
             self(TRANSFORMS[self.transform](module, output))  # returns None: the source's output is untouched
+
+    def _connect_call(self, owner: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        """Watch the forward of the source for the tapped functional call (see `functional.CallCatcher`)."""
+        module = owner.get_submodule(self.source)
+        catcher = CallCatcher(module, self.function or "", self.call or 0, partial(self._on_call, module))
+        return catcher.connect()
+
+    def _on_call(self, module: nn.Module, output: torch.Tensor, grid: tuple[int, int] | None) -> None:
+        """Record the output of the tapped functional call, when it has the shape the tap expects."""
+        batch = output.shape[0] if output.dim() else 0
+        if self.transform == POSITIONS:
+            if grid is None or output.numel() != batch * grid[0] * grid[1]:
+                return
+            value = output.reshape(batch, *grid)
+        elif self.transform == "plane" and (output.dim() != 4 or output.shape[1] != 1):
+            return
+        else:
+            value = TRANSFORMS[self.transform](module, output)
+        self(value)  # returns None to the catcher: the forward gets the call's output untouched
 
     def _connect_recipe(self, owner: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
         """Hook the module's call, the submodules the recipe reads, and its trigger (`source`)."""
@@ -210,7 +248,8 @@ class ForeignTap(Tap):
     def extra_repr(self) -> str:
         """The Tap's description plus where the tensor comes from."""
         call = f", call={self.call}" if self.call is not None else ""
-        return f"{super().extra_repr()}, source={self.source}, transform={self.transform}{call}"
+        function = f", function={self.function}" if self.function is not None else ""
+        return f"{super().extra_repr()}, source={self.source}, transform={self.transform}{function}{call}"
 
 
 def add_tap(host: nn.Module, spec: TapSpec) -> TapSpec:

@@ -302,7 +302,11 @@ def model_file(path: str | os.PathLike[str], *, trust: bool) -> tuple[nn.Module 
         )
     contents = read_checkpoint(path, trust=trust)
     module = module_from_checkpoint(contents)
-    return (module.eval(), None) if module is not None else (None, contents)
+    if module is None:
+        return None, contents
+    if any(p.dtype in (torch.float16, torch.bfloat16) for p in module.parameters()):
+        module = module.float()  # YOLO checkpoints ship fp16; attnviz feeds float32 photos (ultralytics casts too)
+    return module.eval(), None
 
 
 @dataclass
