@@ -147,3 +147,13 @@ def test_contours_come_with_their_legend_and_the_input_size_is_said(photo: Path,
     assert "input: 96x96 px, the size the weights were trained at" in result.stderr  # and how to change it
     with Image.open(plain / "photo_cbam_show.png") as a, Image.open(lined / "photo_cbam_show.png") as b:
         assert b.width == a.width and b.height > a.height  # the legend strip under the picture
+
+
+def test_a_detection_label_does_not_cover_another_box() -> None:
+    from attnviz.detection.drawing import _label_place
+
+    star, triangle = (150.0, 100.0, 180.0, 128.0), (190.0, 80.0, 260.0, 130.0)
+    left, top = _label_place(star[0], star[1], star[3], (110.0, 30.0), (480, 480), [], [triangle])
+    label = (left, top, left + 110.0, top + 30.0)
+    a, t, r, b = triangle
+    assert not (label[0] < r and label[2] > a and label[1] < b and label[3] > t)

@@ -105,7 +105,8 @@ def draw_boxes(
     for i, (box, caption) in enumerate(zip(boxes, captions, strict=True)):  # captions last: no box line crosses one
         x0, y0, _, y1 = (float(v) for v in box)
         tag_w, tag_h = text_size(font, caption)[0] + 6, line + bar
-        left, top = _label_place(x0, y0, y1, (tag_w, tag_h), out.size, placed)
+        others = [tuple(float(v) for v in b) for j, b in enumerate(boxes) if j != i]
+        left, top = _label_place(x0, y0, y1, (tag_w, tag_h), out.size, placed, others)
         placed.append((left, top, left + tag_w, top + tag_h))
         draw.rectangle([left, top, left + tag_w, top + tag_h], fill=(0, 0, 0))
         draw.text((left + 3, top + line / 2), caption, fill=color, font=font, anchor="lm")
@@ -121,19 +122,24 @@ def _label_place(
     tag: tuple[float, float],
     size: tuple[int, int],
     placed: list[tuple[float, float, float, float]],
+    others: Sequence[tuple[float, ...]] = (),
 ) -> tuple[float, float]:
     """Top-left corner of a box's label: above the box, else inside its top, else below it, else stacked further
-    above or below; the first spot that overlaps no label placed before (the first spot when all do), kept inside
-    the picture."""
+    above or below; the first spot that overlaps neither a label placed before nor another box, else the first that
+    overlaps no label (the first spot when all do), kept inside the picture."""
     tag_w, tag_h = tag
     left = min(max(0.0, x0), max(0.0, size[0] - tag_w))
     spots = [y0 - tag_h, y0, y1]
     for step in range(1, 8):
         spots += [y0 - tag_h * (step + 1), y1 + tag_h * step]
     spots = [min(max(0.0, top), max(0.0, size[1] - tag_h)) for top in spots]
-    for top in spots:
-        if not any(left < r and left + tag_w > a and top < b and top + tag_h > t for a, t, r, b in placed):
-            return left, top
+    def clear(top: float, rects: Sequence[tuple[float, ...]]) -> bool:
+        return not any(left < r and left + tag_w > a and top < b and top + tag_h > t for a, t, r, b in rects)
+
+    for rects in ([*placed, *others], placed):
+        for top in spots:
+            if clear(top, rects):
+                return left, top
     return left, spots[0]
 
 
