@@ -223,6 +223,20 @@ class _Recorder:
 
 
 @contextmanager
+def evaluating(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Eval mode while the block runs, touching only the modules that were training (so frozen parts stay as they
+    are); their modes come back on exit, also after an exception."""
+    training = [module for module in model.modules() if module.training] if enabled else []
+    for module in training:
+        module.training = False
+    try:
+        yield
+    finally:
+        for module in training:
+            module.training = True
+
+
+@contextmanager
 def capture(
     model: nn.Module,
     *,
@@ -260,7 +274,6 @@ def capture(
     recording = Recording()
     queries = query_points(queries)
     recorder = _Recorder(recording, dtype=dtype, queries=queries, heads=heads, max_bytes=max_bytes)
-    training = [module for module in model.modules() if module.training] if eval_mode else []
     handles: list[torch.utils.hooks.RemovableHandle] = []
     attached: list[bool] = []
 
@@ -293,14 +306,11 @@ def capture(
         if find and not find_taps(model):
             finder = model.register_forward_pre_hook(find_at_first_call)
             handles.append(finder)
-        for module in training:  # eval mode, touching only the modules that were training
-            module.training = False
-        yield recording
+        with evaluating(model, eval_mode):
+            yield recording
     finally:
         for handle in handles:
             handle.remove()
-        for module in training:
-            module.training = True
         if attached:
             from attnviz.models.foreign import detach_taps
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnviz.capture import evaluating
 from attnviz.images import Size, first_centre, input_dims
 
 MIN_STRIDE = 4
@@ -37,16 +38,13 @@ def measure_placement(model: nn.Module, size: Size = 224) -> str | None:
     when no feature map of stride MIN_STRIDE or more is found or no gradient reaches the input."""
     width, height = input_dims(size)
     handles = [module.register_forward_hook(_stop_at_stride(height, width)) for module in model.modules()]
-    training = [m for m in model.modules() if m.training]
     parameter = next(model.parameters(), None)
     image = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     if parameter is not None and parameter.is_floating_point():
         image = image.to(parameter.device, parameter.dtype)
     image.requires_grad_(True)
     try:
-        for module in training:
-            module.training = False
-        with torch.enable_grad():
+        with torch.enable_grad(), evaluating(model):
             try:
                 model(image)
             except _Found as found:
@@ -55,8 +53,6 @@ def measure_placement(model: nn.Module, size: Size = 224) -> str | None:
     finally:
         for handle in handles:
             handle.remove()
-        for module in training:
-            module.training = True
 
 
 def _stop_at_stride(height: int, width: int) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnviz.capture import evaluating
 from attnviz.errors import AttnvizError, option
 from attnviz.images import Size, input_dims
 from attnviz.models.foreign.functional import GateCall, GateWatch, is_sigmoid
@@ -58,7 +59,6 @@ def run_probe(model: nn.Module, size: Size) -> Probe:
     probe = Probe(size)
     width, height = input_dims(size)
     handles = []
-    training = [module for module in model.modules() if module.training]
     example = _zero_image(model, size)
     watch = GateWatch()
     try:
@@ -66,9 +66,7 @@ def run_probe(model: nn.Module, size: Size) -> Probe:
             handles.append(module.register_forward_pre_hook(_before(probe, watch, path)))
             handles.append(module.register_forward_hook(_after(probe, watch, path, is_sigmoid(module))))
             handles.append(module.register_forward_hook(_leave(probe, watch, path), always_call=True))
-        for module in training:
-            module.training = False
-        with torch.no_grad(), watch:
+        with torch.no_grad(), watch, evaluating(model):
             output = model(example)
         if isinstance(output, torch.Tensor):
             probe.result = tuple(output.shape)
@@ -81,8 +79,6 @@ def run_probe(model: nn.Module, size: Size) -> Probe:
     finally:
         for handle in handles:
             handle.remove()
-        for module in training:
-            module.training = True
         watch.forget()
     probe.gates = watch.gates
     return probe
