@@ -133,6 +133,7 @@ def _label_place(
     for step in range(1, 8):
         spots += [y0 - tag_h * (step + 1), y1 + tag_h * step]
     spots = [min(max(0.0, top), max(0.0, size[1] - tag_h)) for top in spots]
+
     def clear(top: float, rects: Sequence[tuple[float, ...]]) -> bool:
         return not any(left < r and left + tag_w > a and top < b and top + tag_h > t for a, t, r, b in rects)
 

@@ -12,8 +12,9 @@ matched are reported as not recognised. Taps only hook, so outputs and state dic
 - `recognise`: the adapters by type, `attach_taps` and its ForeignReport; `structure`: recognition by structure.
 - `probe`: the dummy forward recognition reads shapes, stages and gate calls from; `functional`: watching and
   catching inline gate calls.
-- `selfattn`: the self-attention adapters (ViT, BoT, Halo, Lambda, non-local, BAT, MultiheadAttention, YOLO's);
-  `recompute`, `yolo` and `found`: the recipes that recompute their weights from q and k.
+- `selfattn`: the self-attention adapters (ViT, BoT, Halo, Lambda, non-local, BAT, MultiheadAttention, YOLO's),
+  with `thirdparty` (mmcv, fightingcv, segmentation-models-pytorch, monai); `recompute`, `yolo`,
+  `thirdparty_recipes` and `found`: the recipes that recompute their weights from what the module computed.
 - `zoo`: building or reading the model a `--model` names (torchvision, timm, model files, your own code).
 """
 

@@ -26,8 +26,8 @@ capture asks for rows (`Found.rows`); otherwise the full matrix, which capture's
 - `mha_grid` (the `TransformerBlock` of yolov5 and ultralytics' C3TR): as `mha`, over the pixels of the block's input
   map, so the rows lie on its (H, W) grid.
 
-The YOLO family's own self-attention (ultralytics `Attention`, `AAttn`) has its recipes in `yolo`; `Found` and
-`Emission` are in `found`.
+The YOLO family's own self-attention (ultralytics `Attention`, `AAttn`) has its recipes in `yolo`, third-party CNN
+blocks' (mmcv, fightingcv, smp) in `thirdparty_recipes`; `Found` and `Emission` are in `found`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnviz.models.foreign.found import Emission, Found, Grid, token_index
+from attnviz.models.foreign.thirdparty_recipes import THIRDPARTY_RECIPES
 from attnviz.models.foreign.yolo import YOLO_RECIPES
 
 # ------------------------------------------------------------------------------------------------ timm Attention
@@ -306,5 +307,6 @@ RECIPES: dict[str, Callable[[Found], Emission | None]] = {
     "mha_cls": mha_cls,
     "mha_grid": mha_grid,
     **YOLO_RECIPES,
+    **THIRDPARTY_RECIPES,
 }
 """Recipe name -> the function recomputing that attention; by name, so a ForeignTap stays picklable."""

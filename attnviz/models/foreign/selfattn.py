@@ -1,7 +1,8 @@
 """Adapters for self-attention attnviz did not write: timm's ViT `Attention`, `BottleneckAttn` (BoTNet),
 `HaloAttn` (HaloNet), `LambdaLayer`, `NonLocalAttn`, `BatNonLocalAttn`, `torch.nn.MultiheadAttention`, and the YOLO
 family's: ultralytics' `Attention` (PSA, C2PSA), `AAttn` (YOLO12's area attention), the `TransformerBlock` of yolov5
-and ultralytics (C3TR), with ultralytics' `CBAM`, `ChannelAttention` and `SpatialAttention` gates.
+and ultralytics (C3TR), with ultralytics' `CBAM`, `ChannelAttention` and `SpatialAttention` gates. The adapters of
+third-party CNN blocks (mmcv, fightingcv, smp, monai) come from `thirdparty` and are merged in here.
 
 None of the self-attention modules returns its weights from a submodule, so each tap runs a recipe of `recompute`
 (or `yolo`) on the outputs of the submodules carrying the queries and keys (see there for what each one holds). The
@@ -26,6 +27,7 @@ from torch import nn
 from attnviz.models.foreign.probe import Probe, stage_of
 from attnviz.models.foreign.recompute import vit_layout
 from attnviz.models.foreign.taps import CHANNEL, PLANE, TapSpec
+from attnviz.models.foreign.thirdparty import THIRDPARTY_ADAPTERS
 
 MATRIX = ("batch", "head", "query", "key")
 """Axes of every self-attention matrix tapped here (a module with one head has a head axis of length 1)."""
@@ -187,6 +189,7 @@ SELF_ATTENTION_ADAPTERS: dict[tuple[str, str], Callable[[nn.Module], list[TapSpe
     ("ultralytics", "TransformerBlock"): _transformer_block,
     ("models", "TransformerBlock"): _transformer_block,
     ("yolov5", "TransformerBlock"): _transformer_block,
+    **THIRDPARTY_ADAPTERS,
 }
 """(top-level package, class name) -> the taps of such a module; merged into recognise.ADAPTERS."""
 
