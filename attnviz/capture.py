@@ -277,8 +277,10 @@ def capture(
     handles: list[torch.utils.hooks.RemovableHandle] = []
     attached: list[bool] = []
 
-    def hook_taps() -> None:
-        for path, (tap, layer, block) in find_taps(model).items():
+    def hook_taps() -> bool:
+        """Hook every selected tap; whether the model holds any tap at all."""
+        taps = find_taps(model)
+        for path, (tap, layer, block) in taps.items():
             if not _selected(layer, layers) or (wanted_kinds is not None and tap.kind not in wanted_kinds):
                 continue
             recording.taps[path] = tap
@@ -289,6 +291,7 @@ def capture(
                 if select is not None:  # it recomputes a matrix: only the asked rows, when rows are asked
                     select(queries)
                 handles.extend(connect(model.get_submodule(path.rpartition(".")[0])))
+        return bool(taps)
 
     def find_at_first_call(_module: nn.Module, args: tuple[Any, ...]) -> None:
         finder.remove()
@@ -302,8 +305,7 @@ def capture(
         hook_taps()
 
     try:
-        hook_taps()
-        if find and not find_taps(model):
+        if not hook_taps() and find:
             finder = model.register_forward_pre_hook(find_at_first_call)
             handles.append(finder)
         with evaluating(model, eval_mode):
