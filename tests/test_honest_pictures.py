@@ -132,7 +132,9 @@ def test_json_and_raw_hold_everything_the_blocks_computed(photo: Path, tmp_path:
     (npz,) = tmp_path.glob("*.npz")
     assert any(key.endswith(":channel") for key in np.load(npz).files)
     result = runner.invoke(app, ["channels", "se", str(photo), *FAST, "--layer", "3", "--json", "--out", str(tmp_path)])
-    stats = json.loads(result.stdout)["maps"][0]
+    channels = json.loads(result.stdout)
+    assert {m["name"] for m in channels["captured"]} >= {m["map"] for m in channels["maps"]}  # every map captured
+    stats = channels["maps"][0]
     assert len(stats["top"]) == len(stats["top_weights"]) == 5
     assert stats["top_weights"] == sorted(stats["top_weights"], reverse=True)
 

@@ -65,7 +65,12 @@ def draw(
         summary.append({"map": m.name, "branches": names, "branch_means": [float(v) for v in weights_kc.mean(axis=1)]})
     return View(
         pictures,
-        {"image": str(analysis.path), "prediction": prediction(analysis, loaded), "maps": summary},
+        {
+            "image": str(analysis.path),
+            "prediction": prediction(analysis, loaded),
+            "maps": summary,
+            "captured": [m.summary() for m in analysis.recording],
+        },
         loaded.name,
         analysis.path.stem,
         analysis,

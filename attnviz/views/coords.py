@@ -41,7 +41,12 @@ def draw(analysis: Analysis, loaded: LoadedModel, style: Style = DEFAULT_STYLE, 
     picture = grid(panels, columns=1 if len(panels) < 3 else 2)
     return View(
         {"coords": picture},
-        {"image": str(analysis.path), "prediction": prediction(analysis, loaded), "layers": summary},
+        {
+            "image": str(analysis.path),
+            "prediction": prediction(analysis, loaded),
+            "layers": summary,
+            "captured": [m.summary() for m in analysis.recording],
+        },
         loaded.name,
         analysis.path.stem,
         analysis,
