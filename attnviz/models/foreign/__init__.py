@@ -13,7 +13,8 @@ matched are reported as not recognised. Taps only hook, so outputs and state dic
 - `probe`: the dummy forward recognition reads shapes, stages and gate calls from; `functional`: watching and
   catching inline gate calls.
 - `selfattn`: the self-attention adapters (ViT, BoT, Halo, Lambda, non-local, BAT, MultiheadAttention, YOLO's),
-  with `thirdparty` (mmcv, fightingcv, segmentation-models-pytorch, monai); `recompute`, `yolo`,
+  with `thirdparty` (mmcv, fightingcv, segmentation-models-pytorch, monai) and `rollout` (a ViT's attention
+  rollout); `recompute`, `yolo`,
   `thirdparty_recipes` and `found`: the recipes that recompute their weights from what the module computed.
 - `zoo`: building or reading the model a `--model` names (torchvision, timm, model files, your own code).
 """

@@ -12,6 +12,8 @@ capture asks for rows (`Found.rows`); otherwise the full matrix, which capture's
 - `vit_matrix`, `vit_cls` (timm `Attention`): softmax(q k^T * head_dim^-0.5 + mask) with q and k after `q_norm` and
   `k_norm`; patch rows and patch keys only (prefix tokens are not grid cells, so a row sums to 1 minus its weight
   on the prefix tokens). `vit_cls` is the class token's row over the patches, as a (batch, head, h, w) map.
+  `vit_rollout`: a ViT's attention rollout through its blocks, the class token's row as a (batch, h, w) map (the
+  blocks' recipes feed it; see `rollout`).
 - `bot` (timm `BottleneckAttn`): softmax(q k * scale + relative logits) over all positions, the relative logits
   being what its `pos_embed` returned.
 - `halo` (timm `HaloAttn`): block-local softmax over each query block's window, scattered into the full key grid
@@ -40,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnviz.models.foreign import rollout
 from attnviz.models.foreign.found import Emission, Found, Grid, token_index
 from attnviz.models.foreign.thirdparty_recipes import THIRDPARTY_RECIPES
 from attnviz.models.foreign.yolo import YOLO_RECIPES
@@ -101,14 +104,29 @@ def _class_row(found: Found, tokens: int, weights_of: Callable[[torch.Tensor], t
     return weights[:, :, 0, prefix:].reshape(weights.shape[0], weights.shape[1], *grid), None, None
 
 
+def _feed_rollout(found: Found) -> None:
+    """A block of a ViT with a rollout (params "rollout"): its full attention into the rollout's running product."""
+    if "rollout" in found.params:
+        tokens = found.outputs[1].shape[2]
+        rollout.feed(found, lambda: _vit_weights(found, torch.arange(tokens, device=found.outputs[1].device)))
+
+
 def vit_matrix(found: Found) -> Emission:
     """timm `Attention`: patch rows over patch keys."""
+    _feed_rollout(found)
     return _patch_rows(found, found.outputs[1].shape[2], lambda index: _vit_weights(found, index))
 
 
 def vit_cls(found: Found) -> Emission | None:
     """timm `Attention`: the class token's row over the patches."""
+    _feed_rollout(found)
     return _class_row(found, found.outputs[1].shape[2], lambda index: _vit_weights(found, index))
+
+
+def vit_rollout(found: Found) -> Emission | None:
+    """timm `Attention`, a ViT's last block: the class token's rolled-out row over the patches (see `rollout`)."""
+    _feed_rollout(found)
+    return rollout.class_row(found, *vit_layout(found.outputs[1].shape[2], found.params))
 
 
 # ---------------------------------------------------------------------------------------- timm BoT, HaloNet, Lambda
@@ -297,6 +315,7 @@ def mha_grid(found: Found) -> Emission:
 RECIPES: dict[str, Callable[[Found], Emission | None]] = {
     "vit_matrix": vit_matrix,
     "vit_cls": vit_cls,
+    "vit_rollout": vit_rollout,
     "bot": bot,
     "halo": halo,
     "lambda_keys": lambda_keys,

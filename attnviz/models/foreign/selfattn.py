@@ -9,6 +9,7 @@ None of the self-attention modules returns its weights from a submodule, so each
 timm, ultralytics and yolov5 self-attention adapters take a module only when its class runs that library's own
 forward (a subclass that overrides it may compute something else, and is listed as not recognised instead). The
 CBAM gates are tapped at their sigmoid, one layer per CBAM (structure alone finds each half as a layer of its own).
+The last block of a timm ViT with a class token also draws the ViT's attention rollout (see `rollout`).
 Papers: Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021; Srinivas et al., Bottleneck Transformers for
 Visual Recognition, CVPR 2021; Vaswani et al., Scaling Local Self-Attention for Parameter Efficient Visual Backbones,
 CVPR 2021; Bello, LambdaNetworks, ICLR 2021; Wang et al., Non-local Neural Networks, CVPR 2018; Chi et al., Non-Local
@@ -26,6 +27,7 @@ from torch import nn
 
 from attnviz.models.foreign.probe import Probe, stage_of
 from attnviz.models.foreign.recompute import vit_layout
+from attnviz.models.foreign.rollout import RolloutChain, chain_of
 from attnviz.models.foreign.taps import CHANNEL, PLANE, TapSpec
 from attnviz.models.foreign.thirdparty import THIRDPARTY_ADAPTERS
 
@@ -214,22 +216,54 @@ def _vit_layout(vit: nn.Module) -> Layout | None:
     return None
 
 
+def _is_timm_attention(module: nn.Module) -> bool:
+    """Whether `module` runs timm's `Attention.forward`."""
+    try:
+        _timm_forward(module, "attention", "Attention")
+    except AttributeError:
+        return False
+    return True
+
+
+def _rollout(vit: nn.Module, attention: nn.Module) -> tuple[RolloutChain, int] | None:
+    """The rollout chain of `vit` and the place of `attention` in it; None unless each of `vit.blocks` holds
+    exactly one timm `Attention` (the blocks then form the chain the rollout multiplies along)."""
+    blocks = getattr(vit, "blocks", None)
+    if not isinstance(blocks, nn.Sequential | nn.ModuleList):
+        return None
+    chain = []
+    for block in blocks:
+        inside = [module for module in block.modules() if _is_timm_attention(module)]
+        if len(inside) != 1:
+            return None
+        chain += inside
+    index = next((i for i, module in enumerate(chain) if module is attention), None)
+    return None if index is None else (chain_of(vit, chain), index)
+
+
 def with_layout(specs: list[TapSpec], path: str, modules: dict[str, nn.Module]) -> list[TapSpec]:
     """`specs` of the module at `path` with the token layout of the nearest enclosing ViT.
 
     A timm `Attention` outside a known ViT infers its prefix at run time (what is left over the largest square)
-    and has no class-token tap; a `MultiheadAttention` outside one works over a plain sequence.
+    and has no class-token tap; a `MultiheadAttention` outside one works over a plain sequence. The timm
+    `Attention` of each block of a timm ViT with a class token feeds the ViT's attention rollout (see `rollout`),
+    which the last block's "rollout" tap draws.
     """
     if not any(spec.transform in ("vit_matrix", "mha") for spec in specs):
         return specs
     parts = path.split(".")
     enclosing = (modules[".".join(parts[:cut])] for cut in range(len(parts) - 1, -1, -1))
-    layout = next((found for found in map(_vit_layout, enclosing) if found is not None), None)
-    if layout is None:
+    vit, layout = next(((found, _vit_layout(found)) for found in enclosing if _vit_layout(found)), (None, None))
+    if vit is None or layout is None:
         return [spec for spec in specs if spec.transform not in CLASS_ROWS]
     params, has_class = layout
     if specs[0].transform == "mha":
         specs = _patches_and_class("mha", specs[0].source, ())
+    chained = _rollout(vit, modules[path]) if has_class and specs[0].transform == "vit_matrix" else None
+    if chained is not None:
+        params += (("rollout", chained),)
+        if chained[1] == len(chained[0].blocks) - 1:
+            specs = [*specs, TapSpec("rollout", "spatial", PLANE, "k_norm", "vit_rollout", "none", inputs=("q_norm",))]
     return [replace(spec, params=params) for spec in specs if has_class or spec.transform not in CLASS_ROWS]
 
 

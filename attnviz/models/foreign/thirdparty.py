@@ -7,12 +7,13 @@ Each adapter takes a module only when its class runs that library's own forward 
 the recipe (`thirdparty_recipes`) repeats what the module computes; a subclass with its own forward is listed as not
 recognised instead. Modules whose softmax is a submodule (GCNet's, CCNet's, MAnet's) are tapped at its output.
 mmcv's `NonLocal2d` is tapped in modes 'embedded_gaussian' and 'dot_product' without sub-sampling (other modes
-and sub-sampled keys are listed as not recognised), and mmcv's `GeneralizedAttention` not at all (its four
-position/content terms, strided keys and spatial ranges are not repeated here: listed as not recognised).
+and sub-sampled keys are listed as not recognised), mmcv's `GeneralizedAttention` with all four terms
+(attention_type '1111'), no spatial range and q_stride = kv_stride = 1 (other settings: listed as not recognised).
 Papers: Cao et al., GCNet, ICCVW 2019; Wang et al., Non-local Neural Networks, CVPR 2018; Huang et al., CCNet,
 ICCV 2019; Chen et al., A^2-Nets: Double Attention Networks, NeurIPS 2018; Fu et al., Dual Attention Network for
 Scene Segmentation, CVPR 2019; Fan et al., MA-Net, IEEE Access 2020; Roy et al., Concurrent Spatial and Channel
-Squeeze & Excitation in Fully Convolutional Networks, MICCAI 2018.
+Squeeze & Excitation in Fully Convolutional Networks, MICCAI 2018; Zhu et al., An Empirical Study of Spatial
+Attention Mechanisms in Deep Networks, ICCV 2019.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ MAPS = ("batch", "channel", "height", "width")
 
 MMCV_CONTEXT = ("mmcv.cnn.bricks.context_block",)
 MMCV_NON_LOCAL = ("mmcv.cnn.bricks.non_local",)
+MMCV_GENERALIZED = ("mmcv.cnn.bricks.generalized_attention",)
 FIGHTINGCV = ("model.attention.", "fightingcv_attention.attention.")
 """Module prefixes of fightingcv's attention files: the repository's `model.attention`, pip's package."""
 SMP_MANET = ("segmentation_models_pytorch.decoders.manet.decoder",)
@@ -73,6 +75,20 @@ def _mmcv_non_local(module: nn.Module) -> list[TapSpec]:
     softmax = module.mode == "embedded_gaussian"
     norm, over = ("softmax", ("key",)) if softmax else ("none", ())
     return [TapSpec("matrix", "matrix", MATRIX, "phi", "mmcv_non_local", norm, over, tokens="grid", inputs=("theta",))]
+
+
+def _generalized_attention(module: nn.Module) -> list[TapSpec]:
+    """mmcv `GeneralizedAttention`, attention_type '1111', spatial_range -1, q_stride = kv_stride = 1: per head, the
+    softmax over the grid of the four energy terms (read from query_conv, key_conv and the two position Linears)."""
+    types, strides = list(module.attention_type), (module.q_stride, module.kv_stride)
+    if types != [True] * 4 or module.spatial_range >= 0 or strides != (1, 1):
+        raise AttributeError(f"mmcv GeneralizedAttention {types}, strides {strides}, range {module.spatial_range}")
+    _own(module, MMCV_GENERALIZED, "forward")
+    inputs = ("query_conv", "key_conv", "appr_geom_fc_x")
+    recipe = "mmcv_generalized"
+    return [
+        TapSpec("matrix", "matrix", MATRIX, "appr_geom_fc_y", recipe, "softmax", ("key",), tokens="grid", inputs=inputs)
+    ]
 
 
 def _criss_cross(module: nn.Module) -> list[TapSpec]:
@@ -127,6 +143,7 @@ def _monai_se(module: nn.Module) -> list[TapSpec]:
 THIRDPARTY_ADAPTERS: dict[tuple[str, str], Callable[[nn.Module], list[TapSpec]]] = {
     ("mmcv", "ContextBlock"): _context_block,
     ("mmcv", "NonLocal2d"): _mmcv_non_local,
+    ("mmcv", "GeneralizedAttention"): _generalized_attention,
     **{
         (package, name): adapter
         for package in ("model", "fightingcv_attention")

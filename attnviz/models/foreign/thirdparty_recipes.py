@@ -9,6 +9,9 @@ never calling a submodule again; matrices over the grid keep only the asked quer
   H*W positions of `conv_mask`'s (B, 1, H, W) logits, as a (B, H, W) map.
 - `mmcv_non_local` (mmcv `NonLocal2d`): theta^T phi divided by sqrt(C') (`use_scale`) and softmaxed over the keys
   ('embedded_gaussian'), or divided by the number of keys ('dot_product'); one head.
+- `mmcv_generalized` (mmcv `GeneralizedAttention`, '1111', no strides or range): per head, softmax over the keys of
+  (q + appr_bias) k + (q + geom_bias) (p_x + p_y), the position features p_x (column offsets) and p_y (row offsets)
+  being what `appr_geom_fc_x` and `appr_geom_fc_y` returned, divided by sqrt(2) as the module divides them.
 - `fcv_a2_maps` (fightingcv `DoubleAttention`, A2-Net): `F.softmax(conv.view(b, c_n, -1))` with no dim, which torch
   takes as dim 0 for a 3-D tensor: the softmax runs over the batch, as the module computes it. (B, c_n, H, W).
 - `fcv_pam` (fightingcv DANet `PositionAttentionModule`): its `ScaledDotProductAttention` over the H*W positions,
@@ -28,7 +31,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from attnviz.models.foreign.found import Emission, Found
+from attnviz.models.foreign.found import Emission, Found, token_index
 
 
 def _pick_rows(matrix: torch.Tensor, rows: list[int] | None, dim: int) -> torch.Tensor:
@@ -60,6 +63,25 @@ def mmcv_non_local(found: Found) -> Emission:
             )
         weights = weights.softmax(dim=-1)
     return weights.unsqueeze(1), (h, w), rows
+
+
+def mmcv_generalized(found: Found) -> Emission:
+    """mmcv `GeneralizedAttention` ('1111', q_stride = kv_stride = 1, no spatial range): the asked query rows."""
+    m = found.module
+    q_out, k_out, fc_x, fc_y = found.outputs  # (B, heads * d, H, W) twice; (W, W, heads * d); (H, H, heads * d)
+    n, _, h, w = q_out.shape
+    heads, d = m.num_heads, m.qk_embed_dim
+    rows = found.rows((h, w))
+    tokens = token_index(rows, h * w, q_out.device)
+    q = q_out.view(n, heads, d, h * w).permute(0, 1, 3, 2).index_select(2, tokens)  # (B, heads, R, d)
+    content = torch.matmul(q + m.appr_bias.view(1, heads, 1, d), k_out.view(n, heads, d, h * w))
+    at_x = fc_x.view(w, w, heads, d).permute(2, 0, 1, 3) / math.sqrt(2)  # (heads, query column, key column, d)
+    at_y = fc_y.view(h, h, heads, d).permute(2, 0, 1, 3) / math.sqrt(2)  # (heads, query row, key row, d)
+    q = q + m.geom_bias.view(1, heads, 1, d)
+    along_x = torch.einsum("nhrd,hrkd->nhrk", q, at_x[:, tokens % w])  # (B, heads, R, key column)
+    along_y = torch.einsum("nhrd,hrkd->nhrk", q, at_y[:, tokens // w])  # (B, heads, R, key row)
+    energy = content.view(n, heads, -1, h, w) + (along_x.unsqueeze(3) + along_y.unsqueeze(4))
+    return F.softmax(energy.flatten(3), dim=3), (h, w), rows
 
 
 def fcv_a2_maps(found: Found) -> Emission:
@@ -105,6 +127,7 @@ def smp_pab(found: Found) -> Emission:
 THIRDPARTY_RECIPES: dict[str, Callable[[Found], Emission | None]] = {
     "mmcv_context": mmcv_context,
     "mmcv_non_local": mmcv_non_local,
+    "mmcv_generalized": mmcv_generalized,
     "fcv_a2_maps": fcv_a2_maps,
     "fcv_pam": fcv_pam,
     "fcv_cam": fcv_cam,
