@@ -8,7 +8,8 @@ module whose forward made the call):
 
 - a channel gate has one axis of the features' C channels and every other axis 1: (B, C, 1, 1), (B, 1, C), (B, C);
 - a spatial gate is (B, 1, H, W) over the features' H x W; a softmax is a spatial gate when it normalises the one
-  axis of length H*W of its output, over the module's input H x W (global-context pooling weights).
+  axis of length H*W of its output, over the module's input H x W (global-context pooling weights);
+- a coordinate strip is (B, C, H, 1) or (B, C, 1, W) over the features (Coordinate Attention's a_h and a_w).
 
 Evidence asked beyond the shape: a functional sigmoid must be seen multiplying features (else it may be a
 classifier's output); a spatial gate never seen multiplying features needs a conv with one output channel in its
@@ -28,6 +29,8 @@ from attnviz.models.foreign.taps import CHANNEL, PLANE, POSITIONS, TapSpec
 
 CHANNEL_GATE = "channel"
 SPATIAL_GATE = "spatial"
+HEIGHT_GATE, WIDTH_GATE = "h", "w"
+"""Coordinate Attention's strips: a gate of (B, C, H, 1) weighs rows per channel, one of (B, C, 1, W) columns."""
 
 GateTap = tuple[int, TapSpec]
 """A tap and the tick of the gate call it was read from (a module's taps are listed in call order)."""
@@ -51,7 +54,8 @@ def _one_axis_of(shape: tuple[int, ...], length: int) -> bool:
 
 
 def gate_kind(shape: tuple[int, ...], features: tuple[int, ...] | None) -> str | None:
-    """`CHANNEL_GATE` or `SPATIAL_GATE` for a gate of `shape` over (B, C, H, W) `features`; None for neither."""
+    """The kind of a gate of `shape` over (B, C, H, W) `features` (CHANNEL_GATE, SPATIAL_GATE, HEIGHT_GATE or
+    WIDTH_GATE); None for none of them."""
     if features is None or len(features) != 4 or len(shape) < 2 or shape[0] != features[0]:
         return None
     _, channels, height, width = features
@@ -59,6 +63,11 @@ def gate_kind(shape: tuple[int, ...], features: tuple[int, ...] | None) -> str |
         return CHANNEL_GATE
     if len(shape) == 4 and shape[1] == 1 and shape[2:] == (height, width) and height * width > 1:
         return SPATIAL_GATE
+    if len(shape) == 4 and shape[1] == channels > 1 and height > 1 and width > 1:
+        if shape[2:] == (height, 1):
+            return HEIGHT_GATE
+        if shape[2:] == (1, width):
+            return WIDTH_GATE
     return None
 
 
@@ -68,9 +77,12 @@ def _has_single_output_conv(module: nn.Module) -> bool:
 
 
 def _spec(kind: str, source: str, call: int | None, function: str | None = None) -> TapSpec:
-    """The tap of a channel or spatial sigmoid gate at `source`."""
+    """The tap of a sigmoid gate of `kind` at `source`."""
     if kind == CHANNEL_GATE:
         return TapSpec(kind, "channel", CHANNEL, source, "flat", call=call, function=function)
+    if kind in (HEIGHT_GATE, WIDTH_GATE):
+        axes = ("batch", "channel", "height" if kind == HEIGHT_GATE else "width")
+        return TapSpec(kind, "coordinate", axes, source, "strip", call=call, function=function)
     return TapSpec(kind, "spatial", PLANE, source, "plane", call=call, function=function)
 
 
