@@ -129,6 +129,15 @@ def desaturate(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.round(faded).astype(np.uint8), "L").convert("RGB")
 
 
+def _distinct_values(high: float, low: float) -> list[str]:
+    """The two ends of a colour bar with as many significant digits (3 to 6) as tell them apart."""
+    for digits in range(3, 7):
+        labels = [f"{high:.{digits}g}", f"{low:.{digits}g}"]
+        if labels[0] != labels[1]:
+            break
+    return labels
+
+
 def _format_value(value: float) -> str:
     return f"{value:.3g}"
 
@@ -191,7 +200,7 @@ def _colorbar(height: int, cmap: str, lo: float, hi: float) -> Image.Image:
     elif constant:
         labels = [f"flat\n{_format_value(lo)}"]
     else:
-        labels = [_format_value(hi), _format_value(lo)]
+        labels = _distinct_values(hi, lo)
     text_w = max(text_size(font, line)[0] for label in labels for line in label.splitlines())
     margin = max(4, height // 40)
     bar_w = max(10, height // 18)
