@@ -11,7 +11,6 @@ import importlib
 import io
 import json
 import pathlib
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,17 +36,7 @@ FAST = ["--size", str(SIZE), "--device", "cpu"]
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to open a connection fails at once."""
-
-    def refuse(*_args: object, **_kwargs: object) -> None:
-        raise OSError("network access is disabled in the tests")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")  # see conftest.py
 
 
 @pytest.fixture(scope="module", autouse=True)
