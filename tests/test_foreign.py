@@ -606,9 +606,8 @@ REEXPORTED = {
         "torchvision_model",
         "timm_model",
         "reachable",
-        "model_file",
-        "module_from_checkpoint",
     ),
+    "modelfile": ("model_file", "module_from_checkpoint"),
 }
 
 

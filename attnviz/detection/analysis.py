@@ -143,6 +143,7 @@ def analyse_detector(
         AttnvizError: a foreign model fails on the input, or none of its ASFF modules ran.
     """
     from attnviz.capture import capture
+    from attnviz.finite import check_finite
     from attnviz.maps import level_planes
 
     photo = image if image is not None else load_image(path)
@@ -162,6 +163,7 @@ def analyse_detector(
             f"the model failed on a 1x3x{side}x{side} input ({type(exc).__name__}: {first})",
             f"give {option('size')} the input size the model was made for",
         ) from exc
+    check_finite(loaded.model, tensor.to(loaded.device), output, (m.tensor for m in rec))
     levels = _level_maps(loaded, rec, level_planes, side)
     if not levels:
         raise AttnvizError(f"none of the ASFF modules of {loaded.path} ran on the image", f"check {option('size')}")

@@ -29,6 +29,10 @@ from attnviz.images import IMAGENET_MEAN, IMAGENET_STD
 FOREIGN_SIZE = 416  # input side for foreign detectors when no size is given (YOLOv3's usual test size)
 FOREIGN_MEAN, FOREIGN_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # YOLO-style repositories feed 0..1 RGB
 NATIVE_HINT = "eval-det scores detectors written by attnviz fit-det, on its scenes"
+CONFIG_BOUNDS = {"channels": (8, 2048), "num_classes": (1, 10_000), "input_size": (32, 4096), "compress": (1, 1024)}
+"""The range of every size in a detector file's config (fit-det writes 64 channels, 10 classes, 256 px, 16)."""
+SIZE_SLACK = 16 * 2**20
+"""Bytes of weights a config may need beyond twice what its file stores (rounding, counters)."""
 
 
 @dataclass
@@ -102,7 +106,10 @@ def load_detector(
     path = Path(path)
     contents = _read_native(path) if native else _read_any(path, trust=trust)
     if _is_pickled_model(contents):
+        from attnviz.io.checkpoints import check_module_values
+
         model = _module_of(contents)
+        check_module_values(model, str(path))
         metrics: dict[str, Any] = {}
         source = f"the pickled model {path} ({type(model).__name__})"
     else:
@@ -182,6 +189,7 @@ def detector_from_checkpoint(obj: dict[str, Any], source: str) -> tuple[Detector
     training_checkpoint = "detector" in obj
     config_dict = obj["detector"] if training_checkpoint else obj["config"]
     try:
+        check_config_fields(config_dict, source)
         config = DetectorConfig.from_dict(config_dict)
     except (UsageError, TypeError) as exc:
         raise CheckpointError(f"{source} holds a detector config attnviz cannot build ({exc})") from exc
@@ -189,6 +197,7 @@ def detector_from_checkpoint(obj: dict[str, Any], source: str) -> tuple[Detector
     classes = obj.get("classes")
     if not isinstance(state, dict) or not isinstance(classes, list):
         raise CheckpointError(f"{source} is a damaged detector file (no state dict or no class names)")
+    check_detector_size(config, state, source)
     model = Detector(config, classes=[str(c) for c in classes])
     apply_state_dict(model, state, source)
     metrics = dict(obj.get("metrics") or {})
@@ -196,6 +205,42 @@ def detector_from_checkpoint(obj: dict[str, Any], source: str) -> tuple[Detector
         history = obj.get("history") or []
         metrics = {**(history[-1] if history else {}), "epochs": len(history), "training_checkpoint": True}
     return model.eval(), metrics
+
+
+def check_config_fields(config: Any, source: str) -> None:
+    """Refuse a detector config whose sizes are out of CONFIG_BOUNDS, before anything is built from it.
+
+    Raises:
+        CheckpointError: naming the first field out of range.
+    """
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source} holds a detector config that is not a dict ({type(config).__name__})")
+    for name, (low, high) in CONFIG_BOUNDS.items():
+        value = config.get(name, low)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise CheckpointError(
+                f"{source} holds a detector config with {name}={value!r}, outside {low}..{high}",
+                "the file is damaged or not written by attnviz fit-det",
+            )
+
+
+def check_detector_size(config: DetectorConfig, state: dict[str, Any], source: str) -> None:
+    """Refuse a config that describes more weights than the file holds, before they are allocated: the detector is
+    built on the meta device (no memory) to count them.
+
+    Raises:
+        CheckpointError: the weights the config needs are far beyond what the file stores.
+    """
+    with torch.device("meta"):
+        skeleton = Detector(config)
+    needed = sum(t.numel() * 4 for t in skeleton.state_dict().values())  # float32 once loaded
+    stored = sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, torch.Tensor))
+    if needed > 2 * stored + SIZE_SLACK:  # fp16 files (fit-det --half) hold half of what the model takes
+        raise CheckpointError(
+            f"{source} holds a detector config that needs {needed / 2**20:,.0f} MB of weights, but the file stores "
+            f"{stored / 2**20:,.0f} MB",
+            "the file is damaged or its config was edited; re-save it with attnviz fit-det",
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ reading

@@ -1,7 +1,9 @@
 """Reading weights files: safetensors and weights-only torch files; pickled modules only when the user trusts them.
 
 `torch.load(weights_only=True)` never runs code from the file; a file that needs the full unpickler (a model saved
-with `torch.save(model)`) is refused unless `trust=True`, because unpickling it can execute anything.
+with `torch.save(model)`) is refused unless `trust=True`, because unpickling it can execute anything. A zip archive
+is checked before torch opens it (`attnviz.io.archive`: no compressed entry, nothing beyond the file's size), and
+weights are checked when applied: finite, and floating point where the model's are.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
+from collections.abc import Container, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import torch
 from torch import nn
 
 from attnviz.errors import CheckpointError, UntrustedCheckpointError, UsageError, option
+from attnviz.io.archive import check_zip_entries, is_zip, pickle_report
 
 EMA_KEYS = ("ema", "model_ema", "state_dict_ema")
 """Keys of the exponential moving average of the weights: preferred when a file holds both, as YOLO's own loader
@@ -33,16 +37,23 @@ def _check_file(path: Path) -> None:
         raise CheckpointError(f"weights file {path} is empty", "re-save or re-download it")
 
 
-def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
+def read_checkpoint(path: str | os.PathLike[str], *, trust: bool | None = None, mmap: bool = False) -> Any:
     """Read a weights file without running code from it (unless `trust`).
 
     Returns a dict (a state dict, or a training checkpoint holding one), or with `trust=True` possibly a
     pickled nn.Module.
 
+    Args:
+        path: The file.
+        trust: Unpickle a pickled model (runs code from the file). None: the caller has no such option, so a refusal
+            does not suggest one.
+        mmap: Map a zip-format torch file's tensors instead of reading them (cheap for a look at its config).
+
     Raises:
         UsageError: the file is missing or a directory.
-        UntrustedCheckpointError: the file is a full pickle and `trust` is False.
-        CheckpointError: the file is empty, corrupt, or not a weights file.
+        UntrustedCheckpointError: the file is a full pickle that `trust` would load and `trust` is not True.
+        CheckpointError: the file is empty, corrupt, compressed, a pickle that cannot load here, or not a weights
+            file.
     """
     path = Path(path)
     _check_file(path)
@@ -53,19 +64,18 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
             f"{path} is not a weights file (neither safetensors nor a file written by torch.save)",
             "pass a .safetensors or .pt file saved from the model's state_dict",
         )
+    zipped = is_zip(path)
+    if zipped:
+        check_zip_entries(path)
     try:
         with warnings.catch_warnings():
             # torch warns (on stderr) about pickle protocols its weights-only reader may not support; the reader
             # refuses what it cannot read anyway, and that refusal is reported below in one line.
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipped)
     except pickle.UnpicklingError as exc:
         if not trust:
-            raise UntrustedCheckpointError(
-                f"{path} is a pickled Python object (e.g. a model saved with torch.save(model)); loading it runs "
-                "code from the file",
-                f"pass {option('trust')} only if you trust where the file came from, or save a state_dict instead",
-            ) from exc
+            raise _pickle_refusal(path, offered=trust is not None) from exc
     except Exception as exc:  # the weights-only reader runs no code from the file; anything else is a bad file
         raise CheckpointError(
             f"cannot read {path} as a torch weights file ({first_line(exc)})",
@@ -77,6 +87,34 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
         raise CheckpointError(
             f"loading the trusted pickle {path} failed: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
+
+
+def _pickle_refusal(path: Path, *, offered: bool) -> CheckpointError | UntrustedCheckpointError:
+    """Why a file the weights-only reader refused is not read, suggesting the trust option only where it would load
+    the file: a pickle that parses and whose classes all exist here, with an option to pass."""
+    report = pickle_report(path)
+    if not report.readable:
+        return CheckpointError(
+            f"{path} is a damaged or truncated pickle, not a readable weights file",
+            "re-save or re-download it",
+        )
+    if report.missing:
+        return CheckpointError(
+            f"{path} is a pickled Python object that needs {_examples(report.missing, 2)}, which does not exist here, "
+            f"so it cannot be loaded even with {option('trust')}",
+            "save model.state_dict() where the model's code lives, and pass that file",
+        )
+    message = (
+        f"{path} is a pickled Python object (e.g. a model saved with torch.save(model)); loading it runs code from "
+        "the file"
+    )
+    if not offered:
+        return UntrustedCheckpointError(
+            message + ", and this reads weights only", "save model.state_dict() and pass that file instead"
+        )
+    return UntrustedCheckpointError(
+        message, f"pass {option('trust')} only if you trust where the file came from, or save a state_dict instead"
+    )
 
 
 def first_line(exc: BaseException) -> str:
@@ -207,7 +245,39 @@ def apply_state_dict(
         if mismatched:
             parts.append(f"{len(mismatched)} of another shape (e.g. {_examples(mismatched, 2)})")
         raise CheckpointError(f"{source} does not fit this model: " + "; ".join(parts), hint or _backbone_hint())
+    check_values(((k, state[k]) for k in own), source, floating={k for k, v in own.items() if v.is_floating_point()})
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def check_values(tensors: Iterable[tuple[str, torch.Tensor]], source: str, *, floating: Container[str] = ()) -> None:
+    """Refuse weights that cannot compute anything: NaN or infinite values, or a tensor the model keeps as floating
+    point (named in `floating`) stored as integers, booleans or complex numbers.
+
+    Raises:
+        CheckpointError: naming the first such tensor.
+    """
+    for name, tensor in tensors:
+        if name in floating and not tensor.is_floating_point():
+            raise CheckpointError(
+                f"{source}: {name} holds {str(tensor.dtype).removeprefix('torch.')} values where the model has "
+                "floating-point weights",
+                "save the weights as floating point (float32, float16 or bfloat16)",
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{source}: {name} holds NaN or infinite values",
+                "the weights are broken (a diverged training run?); use an earlier checkpoint",
+            )
+
+
+def check_module_values(model: nn.Module, source: str) -> None:
+    """`check_values` on a whole model's parameters (floating point expected) and buffers (finite where floating).
+
+    Raises:
+        CheckpointError: naming the first tensor that is not finite or not floating point.
+    """
+    parameters = dict(model.named_parameters())
+    check_values(model.state_dict(keep_vars=True).items(), source, floating=set(parameters))
 
 
 def load_state_file(

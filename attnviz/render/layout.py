@@ -15,6 +15,8 @@ from attnviz.render.overlay import colormap_lut
 from attnviz.render.text import load_font, text_size, wrap
 
 RGB = tuple[int, int, int]
+CAPTION_EMS = 12
+"""The least width of a captioned image, in font sizes (about 24 characters a line)."""
 
 
 def legend(entries: Sequence[tuple[RGB, str]], width: int, *, font_size: int | None = None) -> Image.Image:
@@ -56,8 +58,19 @@ def text_strip(text: str, width: int, *, font_size: int, color: str | RGB = "bla
 
 
 def captioned(image: Image.Image, caption: str, *, font_size: int) -> Image.Image:
-    """The image under a caption strip of its width (a fixed font size, unlike `caption_tile`'s width-bound one)."""
+    """The image under a caption strip of its width (a fixed font size, unlike `caption_tile`'s width-bound one); an
+    image narrower than CAPTION_EMS font sizes is centred on a white tile that wide, so the caption stays readable."""
+    image = pad_to_width(image, CAPTION_EMS * font_size)
     return stack([text_strip(caption, image.width, font_size=font_size), image])
+
+
+def pad_to_width(image: Image.Image, width: int) -> Image.Image:
+    """`image` (as RGB) centred on a white tile `width` px wide when it is narrower; else `image` itself."""
+    if image.width >= width:
+        return image
+    padded = Image.new("RGB", (width, image.height), "white")
+    padded.paste(image.convert("RGB"), ((width - image.width) // 2, 0))
+    return padded
 
 
 def text_tile(lines: Sequence[str], size: tuple[int, int], *, font_size: int) -> Image.Image:

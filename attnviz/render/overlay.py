@@ -28,6 +28,8 @@ so: a sigmoid gate at 0.5 +- 1e-5 is float noise that a per-map colour scale wou
 while a softmax over 3000 positions (values near 3e-4) still varies by far more than 0.1% of itself."""
 MAX_CONTOUR_COVER = 0.2  # fraction of the picture above which a contour level would hide the map
 _LUT_SIZE = 256
+MIN_BAR_HEIGHT = 48
+"""Images less tall than this (and wider than it) get their colour bar under them: beside them its labels overlap."""
 _UNSEEN_FADE = 0.45  # how far "not seen" pixels are pulled towards light grey after desaturation
 _UNSEEN_GREY = 225.0
 
@@ -191,6 +193,41 @@ def _draw_contours(pixels: np.ndarray, scaled: np.ndarray, seen: np.ndarray) -> 
         pixels[line] = 255
 
 
+def _bar_labels(lo: float, hi: float) -> list[str]:
+    """The colour bar's labels: its top and bottom values, or one line for a flat or empty map."""
+    if not math.isfinite(lo):
+        return ["nothing seen"]
+    if not hi > lo:
+        return [f"flat {_format_value(lo)}"]
+    return _distinct_values(hi, lo)
+
+
+def _horizontal_colorbar(width: int, cmap: str, lo: float, hi: float) -> Image.Image:
+    """A white strip `width` px wide with a horizontal colour bar (max at the right) between its min and max labels,
+    for images too flat for a vertical bar beside them."""
+    font = load_font(14)
+    labels = _bar_labels(lo, hi)
+    margin, bar_h = 4, 14
+    height = bar_h + 2 * margin
+    strip = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(strip)
+    if len(labels) == 1:
+        draw.text((margin, height // 2), labels[0], fill="black", font=font, anchor="lm")
+        return strip
+    high, low = labels
+    left = margin + text_size(font, low)[0] + margin
+    right = width - margin - text_size(font, high)[0] - margin
+    if right - left < 8:
+        return strip
+    lut = colormap_lut(cmap)
+    columns = lut[np.round(np.linspace(0.0, 1.0, right - left) * (_LUT_SIZE - 1)).astype(np.intp)]
+    strip.paste(Image.fromarray(np.repeat(columns[None, :, :], bar_h, axis=0), "RGB"), (left, margin))
+    draw.rectangle([left - 1, margin - 1, right, margin + bar_h], outline="black")
+    draw.text((margin, height // 2), low, fill="black", font=font, anchor="lm")
+    draw.text((width - margin, height // 2), high, fill="black", font=font, anchor="rm")
+    return strip
+
+
 def _colorbar(height: int, cmap: str, lo: float, hi: float) -> Image.Image:
     """A white strip with a vertical colour bar (max at the top) and its min/max labels, `height` px tall."""
     font = load_font(max(14, min(28, height // 16)))
@@ -246,10 +283,11 @@ def overlay(
         vmax: Value drawn with the colormap's last colour (default: the finite maximum).
         contour: Outline where the map reaches 50% (solid line) and 75% (dashed) of its range, white with a
             black rim (a level that would cover over a fifth of a noisy map is left out).
-        colorbar: Append a vertical colour bar with the min/max values on the right (the result gets wider).
+        colorbar: Append a vertical colour bar with the min/max values on the right (the result gets wider); under
+            a flat strip (less than MIN_BAR_HEIGHT tall, and wider) a horizontal one below (the result gets taller).
 
     Returns:
-        An RGB image, the photo's size (wider with `colorbar`).
+        An RGB image, the photo's size (wider or taller with `colorbar`).
 
     Raises:
         ValueError: sizes differ, `heat` is not 2-D, or `alpha` is outside [0, 1].
@@ -283,7 +321,13 @@ def overlay(
     if contour and hi > lo:
         _draw_contours(pixels, scaled, seen)
     result = Image.fromarray(pixels, "RGB")
-    if colorbar:
+    if colorbar and result.height < MIN_BAR_HEIGHT <= result.width:  # a flat strip: the bar goes under it
+        bar = _horizontal_colorbar(result.width, cmap, lo, hi)
+        extended = Image.new("RGB", (result.width, result.height + bar.height), "white")
+        extended.paste(result, (0, 0))
+        extended.paste(bar, (0, result.height))
+        result = extended
+    elif colorbar:
         bar = _colorbar(result.height, cmap, lo, hi)
         widened = Image.new("RGB", (result.width + bar.width, result.height), "white")
         widened.paste(result, (0, 0))

@@ -1,7 +1,8 @@
 """The scaffold both trainers (classifier and detector) share: seeding, resumable per-epoch checkpoints, the
 one-cycle schedule positioned for a resumed run, and what a finished epoch's checkpoint holds.
 
-Checkpoints are written atomically and read with `torch.load(weights_only=True)`, so resuming never runs code.
+Checkpoints are written atomically and read as every weights file is (`attnviz.io.checkpoints.read_checkpoint`:
+weights-only, archives checked before they are opened), so resuming never runs code.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnviz.errors import UsageError, option
+from attnviz.errors import CheckpointError, UsageError, option
 from attnviz.io.atomic import atomic_write
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -46,15 +47,30 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda handle: torch.save(state, handle))
 
 
+RESUMABLE_KEYS = {"model": dict, "optimizer": dict, "rng": torch.Tensor, "epoch": int, "config": dict, "history": list}
+"""What a resumable checkpoint holds (see `epoch_state`), and the type of each."""
+
+
 def load_checkpoint(path: Path, expected: dict[str, Any], *, mmap: bool = False) -> dict[str, Any]:
-    """The checkpoint at `path` (weights-only), checked to come from a run with the `expected` options.
+    """The checkpoint at `path`, read as every weights file is (`read_checkpoint`: weights-only, archives checked,
+    pickles refused), checked to come from a run with the `expected` options.
 
     Raises:
-        UsageError: there is no checkpoint, or an option differs.
+        UsageError: there is no checkpoint, an option differs, or the file is a pickle.
+        CheckpointError: the file is damaged, truncated, or not a resumable checkpoint.
     """
+    from attnviz.io.checkpoints import read_checkpoint
+
     if not path.is_file():
         raise UsageError(f"nothing to resume: {path} does not exist", f"run without {option('resume')} to start afresh")
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    state = read_checkpoint(path, mmap=mmap)
+    lacking = [k for k, kind in RESUMABLE_KEYS.items() if not isinstance(_get(state, k), kind)]
+    if lacking:
+        found = f"a dict with keys {', '.join(map(str, list(state)[:5]))}" if isinstance(state, dict) else "no dict"
+        raise CheckpointError(
+            f"{path} is not a checkpoint {option('resume')} can continue (no {lacking[0]!r}; found {found})",
+            f"it is written beside the output by every epoch of a run; start afresh without {option('resume')}",
+        )
     saved = {"train_stages": [], **state["config"]}  # runs from before --train-stages trained none
     for key, ours in expected.items():
         if saved.get(key) != ours:
@@ -63,6 +79,10 @@ def load_checkpoint(path: Path, expected: dict[str, Any], *, mmap: bool = False)
                 f"resume with the same options, or start afresh without {option('resume')}",
             )
     return state
+
+
+def _get(state: Any, key: str) -> Any:
+    return state.get(key) if isinstance(state, dict) else None
 
 
 def restore(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], epochs: int) -> int:

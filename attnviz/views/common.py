@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from attnviz.render.layout import caption_tile, equal_heights, grid, grid_columns
+from attnviz.render.layout import caption_tile, equal_heights, grid, grid_columns, pad_to_width
 from attnviz.render.overlay import is_flat
 
 if TYPE_CHECKING:
@@ -22,6 +23,14 @@ TILE_WIDTH = 360
 WIDE_TILE_HEIGHT = 180
 """The least height of the photo in a tile: a photo wider than 2:1 gets wider tiles (up to MAX_TILE_WIDTH)."""
 MAX_TILE_WIDTH = 720
+MAX_TILE_HEIGHT = 720
+"""The greatest height of the photo in a tile: a photo taller than 2:1 gets narrower tiles (down to 14 px at 1:50,
+attnviz.io.photos.MAX_ASPECT), so every tile of any photo fits in 720 x 720 pixels."""
+MIN_CAPTION_WIDTH = 240
+MAX_FULL_PIXELS = 4096 * 4096
+"""The most pixels of a picture drawn at the photo's own resolution (`show --each`, `--heat-only`); a larger photo
+is drawn scaled down to this many (each such picture holds several float arrays of its size)."""
+"""Narrower tiles are centred on a white tile this wide, so that their captions stay readable."""
 CAPTION_FONT = 20
 """Caption font size in pixels: one size for every tile of a picture, readable at the saved size."""
 
@@ -45,14 +54,26 @@ def describe(m: AttentionMap, loaded: LoadedModel) -> str:
 
 
 def tile_width(photo_size: tuple[int, int]) -> int:
-    """Width of the photo in the tiles of a picture of a photo of `photo_size` (width, height)."""
+    """Width of the photo in the tiles of a picture of a photo of `photo_size` (width, height): TILE_WIDTH, wider
+    for wide photos (up to MAX_TILE_WIDTH), narrower for tall ones (at most MAX_TILE_HEIGHT tall)."""
     width, height = photo_size
-    return max(TILE_WIDTH, min(MAX_TILE_WIDTH, round(WIDE_TILE_HEIGHT * width / height)))
+    wide = max(TILE_WIDTH, min(MAX_TILE_WIDTH, round(WIDE_TILE_HEIGHT * width / height)))
+    return max(1, min(wide, math.floor(MAX_TILE_HEIGHT * width / height)))
+
+
+def full_width(photo_size: tuple[int, int]) -> int | None:
+    """The width of the pictures drawn "at the photo's full resolution": None (the photo's own) up to
+    MAX_FULL_PIXELS, else the photo scaled down to that many pixels."""
+    width, height = photo_size
+    if width * height <= MAX_FULL_PIXELS:
+        return None
+    return max(1, math.floor(width * math.sqrt(MAX_FULL_PIXELS / (width * height))))
 
 
 def tile(image: Image.Image, caption: str) -> Image.Image:
-    """`image` (drawn at the picture's tile width; a colour bar may widen it) with `caption` above it."""
-    return caption_tile(image, caption, font_size=CAPTION_FONT)
+    """`image` (drawn at the picture's tile width; a colour bar may widen it) with `caption` above it; a narrow image
+    is centred on a white tile MIN_CAPTION_WIDTH wide."""
+    return caption_tile(pad_to_width(image, MIN_CAPTION_WIDTH), caption, font_size=CAPTION_FONT)
 
 
 def range_note(values: np.ndarray) -> str:

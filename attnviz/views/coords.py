@@ -8,7 +8,7 @@ from attnviz.analysis import Analysis
 from attnviz.loading import LoadedModel
 from attnviz.options import KINDS as COMMAND_KINDS
 from attnviz.views.base import DEFAULT_STYLE, Style, View
-from attnviz.views.common import describe, prediction, stage_representatives
+from attnviz.views.common import describe, full_width, prediction, stage_representatives
 
 KINDS = COMMAND_KINDS["coords"]
 PANEL_DPI = 130
@@ -30,14 +30,18 @@ def draw(analysis: Analysis, loaded: LoadedModel, style: Style = DEFAULT_STYLE, 
     from attnviz.render.panels import coordinate_panel
 
     by_layer = analysis.recording.by_layer()
+    width = full_width(analysis.image.size)  # a photo over MAX_FULL_PIXELS is drawn scaled down
+    photo = analysis.thumbnail(width)
     panels, summary = [], []
     for layer in stage_representatives(loaded, list(by_layer), every_block=every_block):
         h_map, w_map = by_layer[layer][:2]
-        a_h, a_w, outer = analysis.coordinate(h_map, w_map)
+        a_h, a_w, outer = analysis.coordinate(h_map, w_map, width)
         title = describe(h_map, loaded).rsplit(" · ", 1)[0]
-        figure = coordinate_panel(analysis.image, a_h, a_w, outer, cmap=style.cmap, alpha=style.alpha, title=title)
+        figure = coordinate_panel(photo, a_h, a_w, outer, cmap=style.cmap, alpha=style.alpha, title=title)
         panels.append(figure_to_image(figure, dpi=PANEL_DPI))
-        summary.append(_layer_summary(layer, h_map.shape, w_map.shape, a_h, a_w))
+        row = _layer_summary(layer, h_map.shape, w_map.shape, a_h, a_w)
+        scales = {"peak_row": analysis.image.height / photo.height, "peak_col": analysis.image.width / photo.width}
+        summary.append({**row, **{k: int(row[k] * f) for k, f in scales.items() if row[k] is not None}})
     picture = grid(panels, columns=1 if len(panels) < 3 else 2)
     return View(
         {"coords": picture},
@@ -50,6 +54,7 @@ def draw(analysis: Analysis, loaded: LoadedModel, style: Style = DEFAULT_STYLE, 
         loaded.name,
         analysis.path.stem,
         analysis,
+        loaded,
     )
 
 

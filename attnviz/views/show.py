@@ -20,6 +20,7 @@ from attnviz.views.common import (
     CAPTION_FONT,
     blank_like,
     describe,
+    full_width,
     prediction,
     range_note,
     scale_limits,
@@ -62,7 +63,8 @@ def draw(
         every_block: Draw every block, not only the last block of each stage.
         cams: Per stage, a CAM runner (`attnviz.cam.cam_for_layer`) whose map is drawn beside the stage's.
         cam_name: The CAM's name in captions.
-        each: Also one picture per map: the overlay at the photo's full resolution (`<layer>_<map>`).
+        each: Also one picture per map: the overlay at the photo's full resolution (`<layer>_<map>`; a photo over
+            MAX_FULL_PIXELS is scaled down to that many pixels).
         heat_only: Also one transparent layer per map at the photo's full resolution, the heat alone in the
             colormap with the style's opacity (`<layer>_<map>_heat`), to put over the photo elsewhere.
     """
@@ -82,7 +84,7 @@ def draw(
         "prediction": prediction(analysis, loaded),
         "maps": [m.summary() for m in analysis.recording],
     }
-    return View(pictures, summary, loaded.name, analysis.path.stem, analysis)
+    return View(pictures, summary, loaded.name, analysis.path.stem, analysis, loaded)
 
 
 @dataclass
@@ -161,15 +163,17 @@ def _full_size(
     each: bool,
     heat_only: bool,
 ) -> dict[str, Image.Image]:
-    """Per map, the overlay and/or the transparent heat layer at the photo's full resolution."""
-    rows = panels(analysis, loaded, None, every_block=every_block, cams=cams, cam_name=cam_name)
+    """Per map, the overlay and/or the transparent heat layer at the photo's full resolution (scaled down to
+    MAX_FULL_PIXELS for larger photos)."""
+    width = full_width(analysis.image.size)
+    rows = panels(analysis, loaded, width, every_block=every_block, cams=cams, cam_name=cam_name)
     limits = scale_limits([(stage, p.cells) for stage, row in rows for p in row if not p.fixed], style)
     pictures: dict[str, Image.Image] = {}
     for stage, row in rows:
         for panel in row:
             value_range = panel.limits(limits.get(stage, {}))
             if each:
-                pictures[panel.key] = _overlay(analysis.image, panel, style, limits.get(stage, {}))
+                pictures[panel.key] = _overlay(analysis.thumbnail(width), panel, style, limits.get(stage, {}))
             if heat_only:
                 pictures[f"{panel.key}_heat"] = heat_layer(panel.heat, style, **value_range)
     return pictures

@@ -21,13 +21,12 @@ matched are reported as not recognised. Taps only hook, so outputs and state dic
 
 from __future__ import annotations
 
+from attnviz.models.foreign.modelfile import model_file, module_from_checkpoint
 from attnviz.models.foreign.recognise import ForeignReport, attach_taps
 from attnviz.models.foreign.taps import TAP_PREFIX, ForeignTap, TapSpec, detach_taps
 from attnviz.models.foreign.zoo import (
     ForeignModel,
     file_slug,
-    model_file,
-    module_from_checkpoint,
     parse_model_spec,
     reachable,
     timm_model,

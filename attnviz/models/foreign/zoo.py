@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from attnviz.errors import CheckpointError, UsageError, option
-from attnviz.io.checkpoints import STATE_DICT_KEYS, apply_state_dict, load_state_file, read_checkpoint
+from attnviz.io.checkpoints import apply_state_dict, load_state_file
+from attnviz.models.foreign.modelfile import StateDictFile, model_file, plain_module
 from attnviz.models.usercode import LIBRARIES, MISFIT, build_from_code, is_code_spec, parse_code_spec
 
 TIMM_ATTN_EXAMPLES = "se, ese, eca, ceca, cbam, lcbam, coord, ela, ge, gc, gca, sk, splat"
@@ -277,46 +278,6 @@ def _timm_pretrained(timm: Any, name: str, kwargs: dict[str, Any], *, strict: bo
 # ------------------------------------------------------------------------------------------------------ model files
 
 
-def module_from_checkpoint(obj: Any) -> nn.Module | None:
-    """The nn.Module a trusted pickle holds (itself, or nested under a usual key); None for a state dict."""
-    if isinstance(obj, nn.Module):
-        return obj
-    if isinstance(obj, dict):
-        for key in STATE_DICT_KEYS:
-            if isinstance(obj.get(key), nn.Module):
-                return obj[key]
-    return None
-
-
-def model_file(path: str | os.PathLike[str], *, trust: bool) -> tuple[nn.Module | None, Any]:
-    """Read a model file: (the module it holds, None) for a trusted pickled model, (None, contents) otherwise.
-
-    Raises:
-        UsageError: the file is missing.
-        UntrustedCheckpointError: it is a pickled model and `trust` is False (nothing from it has run).
-        CheckpointError: it is not a weights or model file.
-    """
-    if not Path(path).exists():
-        raise UsageError(
-            f"model file not found: {path}", "give torchvision:NAME, timm:NAME or the path of a model file"
-        )
-    contents = read_checkpoint(path, trust=trust)
-    module = module_from_checkpoint(contents)
-    if module is None:
-        return None, contents
-    if any(p.dtype in (torch.float16, torch.bfloat16) for p in module.parameters()):
-        module = module.float()  # YOLO checkpoints ship fp16; attnviz feeds float32 photos (ultralytics casts too)
-    return module.eval(), None
-
-
-@dataclass
-class StateDictFile:
-    """A model file holding only a state dict: the caller builds the attnviz model it fits."""
-
-    path: str
-    contents: Any
-
-
 def open_model(
     model: str | os.PathLike[str] | nn.Module,
     *,
@@ -347,7 +308,9 @@ def open_model(
         label = f"the pickled model {name}"
         built = ForeignModel(module, file_slug(Path(name).stem), label, "with the weights it holds", True)
     elif kind == "module":
-        built = ForeignModel(model.eval(), file_slug(name), f"your {name}", "with its own weights", True)
+        built = ForeignModel(
+            plain_module(model, name).eval(), file_slug(name), f"your {name}", "with its own weights", True
+        )
     elif kind == "code":
         built = code_model(name)
     elif kind == "torchvision":
