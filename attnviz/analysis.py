@@ -17,12 +17,13 @@ import torch
 from PIL import Image
 
 from attnviz.capture import QueryPoints, Recording, capture
-from attnviz.errors import ImageError
+from attnviz.errors import ImageError, UsageError, option
+from attnviz.finite import check_finite
 from attnviz.images import Geometry, map_to_original, preprocess
 from attnviz.io.photos import IMAGE_SUFFIXES, ImageInput, read_image
 from attnviz.loading import LoadedModel
 from attnviz.maps import AttentionMap, coordinate_outer, plane
-from attnviz.options import check_points, parse_size
+from attnviz.options import check_points, parse_size, pixel_centre
 
 
 def image_paths(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -98,13 +99,19 @@ def query_fractions(points: Sequence[tuple[float, float]], geometry: Geometry) -
     """Original-image pixels -> (x, y) fractions of the model input, as `capture(queries=...)` wants.
 
     Raises:
-        UsageError: a point lies outside the image.
+        UsageError: a point lies outside the image, or outside the part of it the model sees (--preprocess crop).
     """
     check_points(points, geometry.original_size)
     fractions = []
+    in_w, in_h = geometry.input_size
     for x, y in points:
-        ix, iy = geometry.to_input(x + 0.5, y + 0.5)
-        in_w, in_h = geometry.input_size
+        ix, iy = geometry.to_input(*pixel_centre(x, y))
+        if not (0 <= ix < in_w and 0 <= iy < in_h):  # cropped away: there would be nothing to draw
+            raise UsageError(
+                f"{option('query')} {x:g},{y:g} lies in the part of the photo that {option('preprocess')} crop cuts "
+                "away, so the model never sees it",
+                f"pick a point nearer the centre, or pass {option('preprocess')} resize",
+            )
         fractions.append((ix / in_w, iy / in_h))
     return fractions
 
@@ -151,4 +158,5 @@ def analyse(
         capture(loaded.model, kinds=kinds, layers=layers, queries=queries, heads=heads) as rec,
     ):
         output = loaded.model(tensor)
+    check_finite(loaded.model, tensor, output, (m.tensor for m in rec))
     return Analysis(path, read, geometry, rec, output, tensor, loaded.placement)

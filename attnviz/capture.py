@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from attnviz.blocks.base import AttentionBlock, Tap
-from attnviz.errors import CaptureError
+from attnviz.budget import guard_matrices
+from attnviz.errors import CaptureError, UsageError, option
 from attnviz.maps import AttentionMap
 
 DEFAULT_MAX_BYTES = 256 * 2**20
@@ -177,11 +178,13 @@ class _Recorder:
         kept_queries = kept_heads = None
         if tap.kind == "matrix" and "head" in tap.axes and self.heads is not None:
             count = value.shape[tap.axes.index("head")]
-            kept_heads = [h for h in self.heads if 0 <= h < count]
-            if not kept_heads:
-                raise CaptureError(
-                    f"the attention matrix at {layer} ({tap.label}) has {count} heads, none of {self.heads}",
-                    f"ask for heads 0 to {count - 1}",
+            kept_heads = list(self.heads)
+            beyond = [h for h in kept_heads if not 0 <= h < count]
+            if beyond:  # a usage error: the heads asked for are not there (never dropped in silence)
+                raise UsageError(
+                    f"{option('heads')} asks for head {','.join(map(str, beyond))}, but the attention matrix at "
+                    f"{layer} ({tap.label}) has {count} head{'s' if count > 1 else ''}",
+                    f"give head numbers from 0 to {count - 1}",
                 )
             index = torch.tensor(kept_heads, dtype=torch.long, device=value.device)
             value = value.index_select(tap.axes.index("head"), index)
@@ -270,8 +273,17 @@ def capture(
     Yields:
         The Recording, filled as the model runs.
     """
+    if isinstance(model, torch.jit.ScriptModule):  # its code runs outside Python: hooks would record nothing
+        raise CaptureError(
+            f"cannot capture inside the TorchScript module {type(model).__name__} (torch.jit.trace or script)",
+            "capture the model itself, before it is traced or scripted",
+        )
     wanted_kinds = set(kinds) if kinds is not None else None
     recording = Recording()
+
+    def kinds_or(tap: Tap) -> set[str]:
+        return wanted_kinds if wanted_kinds is not None else {tap.kind}
+
     queries = query_points(queries)
     recorder = _Recorder(recording, dtype=dtype, queries=queries, heads=heads, max_bytes=max_bytes)
     handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -280,6 +292,8 @@ def capture(
     def hook_taps() -> bool:
         """Hook every selected tap; whether the model holds any tap at all."""
         taps = find_taps(model)
+        recorded = {p for p, (tap, layer, _) in taps.items() if _selected(layer, layers) and tap.kind in kinds_or(tap)}
+        handles.extend(guard_matrices(model, taps, max_bytes, recorded=recorded, rows_asked=queries is not None))
         for path, (tap, layer, block) in taps.items():
             if not _selected(layer, layers) or (wanted_kinds is not None and tap.kind not in wanted_kinds):
                 continue

@@ -6,6 +6,7 @@ way from both, naming the option as the caller spells it (`attnviz.errors.option
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -142,14 +143,24 @@ def parse_heads(heads: str | Sequence[int] | None) -> list[int] | None:
 
 
 def check_points(points: Sequence[tuple[float, float]], image_size: tuple[int, int]) -> None:
-    """Raise UsageError for the first query point outside an image of `image_size` (width, height) pixels."""
+    """Raise UsageError for the first query point outside an image of `image_size` (width, height) pixels.
+
+    A query point is a pixel: X from 0 to width - 1, Y from 0 to height - 1, counted from the top-left corner; a
+    fraction names the pixel it falls in (79.5 is pixel 79), see `pixel_centre`.
+    """
     width, height = image_size
     for x, y in points:
         if not (0 <= x < width and 0 <= y < height):
             raise UsageError(
                 f"query point {x:g},{y:g} lies outside the image ({width}x{height} pixels)",
-                f"give X in 0..{width - 1} and Y in 0..{height - 1}",
+                f"give X from 0 to {width - 1} and Y from 0 to {height - 1}",
             )
+
+
+def pixel_centre(x: float, y: float) -> tuple[float, float]:
+    """The centre of the pixel a query point names, in the continuous coordinates of `attnviz.images` (pixel
+    (col, row) covers [col, col + 1) x [row, row + 1)): 79 and 79.5 both give 79.5."""
+    return math.floor(x) + 0.5, math.floor(y) + 0.5
 
 
 def check_block_kinds(block: str, wanted: Sequence[str], command: str) -> None:
@@ -200,3 +211,8 @@ def check_colour_scale(scale: str, vmin: float | None, vmax: float | None) -> No
         raise UsageError(f"unknown {option('scale')} {scale!r}", f"choose one of: {', '.join(SCALES)}")
     if vmin is not None and vmax is not None and not vmin < vmax:
         raise UsageError(f"{option('vmin')} must be below {option('vmax')}, got {vmin} and {vmax}")
+
+
+HTML_FORMAT = "html"
+"""`--format html`: instead of pictures, one interactive report per image of what the command captured
+(attnviz.report); handled by `View.save` before any picture is saved."""

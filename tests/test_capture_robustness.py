@@ -18,7 +18,7 @@ from torch import nn
 
 from attnviz.blocks.base import Tap, create_block
 from attnviz.capture import Recording, capture
-from attnviz.errors import CaptureError
+from attnviz.errors import UsageError
 
 STATM = Path("/proc/self/statm")
 REPEATS = 200
@@ -130,7 +130,7 @@ def test_exception_inside_the_forward_pass_leaves_no_hook_and_restores_modes(err
 def test_error_raised_by_capture_itself_cleans_up() -> None:
     model = small_model()
     before = mixed_modes(model)
-    with pytest.raises(CaptureError, match="heads"), capture(model, heads=[99]):
+    with pytest.raises(UsageError, match="heads"), capture(model, heads=[99]):
         model(torch.randn(1, 3, 8, 8))
     assert hooks(model) == 0
     assert modes(model) == before

@@ -76,10 +76,19 @@ def test_ctrl_c_before_the_first_epoch_names_no_checkpoint(
     monkeypatch.setattr(train, "run_epoch", interrupted)
     out = tmp_path / "se.safetensors"
     if stale_checkpoint:  # left by an earlier run; this one (no --resume) saved nothing into it
-        out.with_suffix(".ckpt").write_bytes(b"earlier run")
+        import torch
+
+        from attnviz.training.loop import RESUMABLE_KEYS
+
+        torch.save(
+            {k: torch.zeros(1) if t is torch.Tensor else t() for k, t in RESUMABLE_KEYS.items()},
+            out.with_suffix(".ckpt"),
+        )
     code, _, err = run("fit", "se", "--out", str(out), "--epochs", "2", *TINY)
     assert code == 130, err
-    assert "nothing was saved" in err and ".ckpt" not in err
+    last = err.strip().splitlines()[-1]
+    assert "nothing was saved" in last and ".ckpt" not in last
+    assert ("will be replaced" in err) == stale_checkpoint  # the earlier run's checkpoint is named before training
     assert out.with_suffix(".ckpt").exists() == stale_checkpoint
 
 

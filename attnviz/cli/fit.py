@@ -107,7 +107,9 @@ def fit(
     if data != "synthetic" and not Path(data).is_dir():
         raise UsageError(f"--data must be 'synthetic' or an ImageFolder directory; {data!r} is neither")
 
+    from attnviz.io.sidecars import sidecar_path
     from attnviz.loading import resolve_device
+    from attnviz.training.checks import check_classifier_fit, check_outputs, replacing_note
     from attnviz.training.classifier import FitConfig
     from attnviz.training.classifier import fit as run_fit
     from attnviz.training.loop import checkpoint_path
@@ -134,6 +136,11 @@ def fit(
     )
     if out_file is None:
         out_file = Path(f"{block}_{backbone}.safetensors")
+    weights = out_file.with_suffix(".safetensors")
+    replaced = check_outputs(weights, sidecar=sidecar_path(weights), resume=resume)
+    check_classifier_fit(config, weights, resume=resume)  # refused now, not after the first progress line
+    if replaced:
+        err.print(replacing_note(replaced), markup=False)
     command = _command_line(block, out_file, config)
     result = run_training(
         lambda on_batch, on_epoch: run_fit(

@@ -61,6 +61,7 @@ def fit_det(
     """
     from attnviz.detection.train import DetFitConfig, check_fit, fit_detector
     from attnviz.loading import resolve_device
+    from attnviz.training.checks import check_outputs, replacing_note
     from attnviz.training.loop import checkpoint_path
 
     config = DetFitConfig(
@@ -80,7 +81,10 @@ def fit_det(
         workers=workers,
         half=half,
     )
+    replaced = check_outputs(out_file, sidecar=None, resume=resume)
     check_fit(config, out_file, resume=resume)  # bad options, base or checkpoint: refused before the bar starts
+    if replaced:
+        err.print(replacing_note(replaced), markup=False)
     command = command_line(out_file, config)
     result = run_training(
         lambda on_batch, on_epoch: fit_detector(

@@ -11,13 +11,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from attnviz.env import MAX_PIXELS, positive_whole_number
 from attnviz.errors import ImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 """File suffixes taken as images when a folder is given."""
 ImageInput = str | os.PathLike[str] | Image.Image
 """An image file, or a PIL image already in memory."""
-MAX_PIXELS_ENV = "ATTNVIZ_MAX_PIXELS"
+MAX_PIXELS_ENV = MAX_PIXELS
+MAX_ASPECT = 50
+"""The longest strip drawn: the longer side at most this many times the shorter (a 1:50 strip is drawn 14 px wide
+beside 720 px of height; beyond it the photo would vanish into a line)."""
 
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"P", "PA", "RGBA", "RGBa", "LA", "La"})
@@ -76,16 +80,8 @@ def _check_file(file: Path) -> None:
 
 
 def _pixel_limit() -> int | None:
-    raw = os.environ.get(MAX_PIXELS_ENV)
-    if raw is None:
-        return Image.MAX_IMAGE_PIXELS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ImageError(f"{MAX_PIXELS_ENV} must be a positive whole number, got {raw!r}", "e.g. 200000000")
-    return value
+    value = positive_whole_number(MAX_PIXELS_ENV, "200000000", ImageError)
+    return Image.MAX_IMAGE_PIXELS if value is None else value
 
 
 def _decode(file: Path, limit: int | None) -> Image.Image:
@@ -108,9 +104,17 @@ def _decode(file: Path, limit: int | None) -> Image.Image:
 
 
 def check_big_enough(size: tuple[int, int], name: str) -> None:
+    """Refuse an image too small to draw on, or a strip too thin to draw readably (longer side over MAX_ASPECT times
+    the shorter)."""
     width, height = size
     if width < 2 or height < 2:
         raise ImageError(f"{name} is {width}x{height} pixels, too small to overlay attention on", "use 2x2 or more")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(
+            f"{name} is {width}x{height} pixels, a strip too thin to draw attention on (attnviz draws images whose "
+            f"longer side is at most {MAX_ASPECT} times the shorter)",
+            f"crop it into pieces of at most 1:{MAX_ASPECT}",
+        )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

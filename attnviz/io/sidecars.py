@@ -48,32 +48,89 @@ def sidecar_path(weights: str | os.PathLike[str]) -> Path:
 
 
 def read_sidecar(weights: str | os.PathLike[str]) -> WeightsInfo | None:
-    """The sidecar of `weights`, or None when the file has none (a plain state dict).
+    """The sidecar of `weights`, or None when the file has none (a plain state dict) or a JSON file of another kind
+    sits there.
 
     Raises:
-        CheckpointError: the sidecar exists but is not valid.
+        CheckpointError: the sidecar cannot be read, or one of its fields is not valid; the message names the
+            sidecar and the field.
     """
     path = sidecar_path(weights)
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
-            return None
-        base = data.get("base")
-        return WeightsInfo(
-            path=Path(weights),
-            block=data.get("block"),
-            backbone=data["backbone"],
-            stages=tuple(data["stages"]),
-            input_size=int(data["input_size"]),
-            classes=list(data["classes"]),
-            base=_find_base(path.parent, base) if base else None,
-            metrics=dict(data.get("metrics", {})),
-            extra={k: v for k, v in data.items() if k not in _KNOWN},
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"the sidecar {path} is not valid attnviz weights metadata ({exc})") from exc
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CheckpointError(f"cannot read the sidecar {path}: {reason}", _FIX.format(name=path.name)) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return None
+    _check_fields(data, path)
+    base = data.get("base")
+    return WeightsInfo(
+        path=Path(weights),
+        block=data.get("block"),
+        backbone=data["backbone"],
+        stages=tuple(data["stages"]),
+        input_size=data["input_size"],
+        classes=list(data["classes"]),
+        base=_find_base(path.parent, base) if base else None,
+        metrics=dict(data.get("metrics") or {}),
+        extra={k: v for k, v in data.items() if k not in _KNOWN},
+    )
+
+
+_FIX = "fix that in {name}, or remove it to load the weights as a plain state dict"
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_fields(data: dict[str, Any], path: Path) -> None:
+    """Refuse the first field of a sidecar that is missing or not what attnviz writes, naming the sidecar and the
+    field: a sidecar is a file, and its mistakes must not read as if the user had typed them."""
+    from attnviz.blocks.catalog import block_names
+    from attnviz.images import MAX_SIZE, MIN_SIZE
+    from attnviz.models import BACKBONES, STAGES
+
+    stages = data.get("stages")
+    checks = (
+        (
+            "block",
+            data.get("block") is None or data.get("block") in block_names(),
+            "a block name attnviz knows, or null",
+        ),
+        ("backbone", data.get("backbone") in BACKBONES, f"one of {', '.join(BACKBONES)}"),
+        (
+            "stages",
+            isinstance(stages, list) and bool(stages) and all(_is_whole(s) and s in STAGES for s in stages),
+            f"a list of stage numbers from {STAGES[0]} to {STAGES[-1]}",
+        ),
+        (
+            "input_size",
+            _is_whole(data.get("input_size")) and MIN_SIZE <= data["input_size"] <= MAX_SIZE,
+            f"a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}",
+        ),
+        (
+            "classes",
+            isinstance(data.get("classes"), list)
+            and bool(data["classes"])
+            and all(isinstance(c, str) for c in data["classes"]),
+            "a list of class names",
+        ),
+        (
+            "base",
+            data.get("base") is None or (isinstance(data["base"], str) and bool(data["base"])),
+            "a file name or null",
+        ),
+        ("metrics", data.get("metrics") is None or isinstance(data["metrics"], dict), "an object"),
+    )
+    for name, valid, expected in checks:
+        if not valid:
+            found = json.dumps(data[name]) if name in data else "nothing (the field is missing)"
+            found = found if len(found) <= 60 else found[:57] + "..."
+            raise CheckpointError(f'{path}: "{name}" must be {expected}, got {found}', _FIX.format(name=path.name))
 
 
 def _relative_base(weights: Path, base: Path) -> str:
@@ -127,6 +184,12 @@ def load_weights(model: nn.Module, weights: str | os.PathLike[str], info: Weight
     from attnviz.io.checkpoints import apply_state_dict, extract_state_dict, read_checkpoint
     from attnviz.models import HEAD_PREFIXES
 
+    if info is not None and info.base is not None and not info.base.is_file():
+        sidecar = sidecar_path(info.path)
+        raise CheckpointError(
+            f'{sidecar}: "base" names {info.base}, which does not exist',
+            "put the base weights there, or fix the field",
+        )
     state = extract_state_dict(read_checkpoint(weights), str(weights))
     if info is not None and info.base is not None:
         base = extract_state_dict(read_checkpoint(info.base), str(info.base))

@@ -59,7 +59,7 @@ def draw(
         "queries": [list(p) for p in points],
         "maps": [m.summary() for m in analysis.recording],
     }
-    return View(pictures, summary, loaded.name, analysis.path.stem, analysis)
+    return View(pictures, summary, loaded.name, analysis.path.stem, analysis, loaded)
 
 
 def centre(image_size: tuple[int, int]) -> list[tuple[float, float]]:
@@ -100,8 +100,9 @@ def query_tiles(
 
 def _query_planes(analysis: Analysis, m: AttentionMap, x: float, y: float) -> list[tuple[int | None, np.ndarray]]:
     from attnviz.images import original_to_cell
+    from attnviz.options import pixel_centre
 
-    x, y = x + 0.5, y + 0.5  # pixel (x, y) -> its centre, in the continuous coordinates of attnviz.images
+    x, y = pixel_centre(x, y)
     if m.tokens == "row_col":
         _, h, w, _ = m.shape
         cell = original_to_cell(x, y, analysis.geometry, h, w, analysis.placement)
