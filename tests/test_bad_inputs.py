@@ -161,7 +161,7 @@ CATALOGUE = {
     # files that are not usable images
     "missing file": _case("show|cbam|@nowhere.png", 2, "image not found"),
     "missing file, single-image command": _case("coords|coord|@nowhere.png", 2, "image file not found"),
-    "a directory": _case("coords|coord|@no_images", 2, "is a directory, not an image file"),
+    "a directory": _case("coords|coord|@no_images", 2, "holds no images"),  # coords takes folders
     "a folder without images": _case("show|cbam|@no_images", 2, "holds no images"),
     "an empty file": _case("show|cbam|@empty.png", 2, "image file is empty"),
     "a truncated JPEG": _case("show|cbam|@truncated.jpg", 2, "truncated or corrupt"),

@@ -1,4 +1,4 @@
-"""`attnviz asff-weights DET IMAGE`: a detector's ASFF fusion weights on a photo, per level, per pixel and per box."""
+"""`attnviz asff-weights DET IMAGE...`: a detector's ASFF fusion weights on photos, per level, per pixel and per box."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from attnviz.cli import batch
 from attnviz.cli import options as opt
-from attnviz.cli.common import err, guarded, out, report
+from attnviz.cli.common import err, guarded, out
 
 if TYPE_CHECKING:
     from attnviz.detection.views import TableData
+    from attnviz.pipeline import Outcome
 
 
 @guarded
@@ -26,7 +28,7 @@ def asff_weights(
             show_default=False,
         ),
     ],
-    image: Annotated[Path, typer.Argument(help="Image file.", show_default=False)],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.", show_default=False)],
     score: Annotated[float, typer.Option("--score", help="Draw detections with at least this score (0-1).")] = 0.3,
     iou: Annotated[float, typer.Option("--iou", help="Overlap above which NMS drops the weaker box.")] = 0.5,
     max_detections: Annotated[int, typer.Option("--max-detections", help="Most boxes drawn.")] = 50,
@@ -45,6 +47,8 @@ def asff_weights(
     alpha: opt.AlphaOpt = 0.55,
     device: opt.DeviceOpt = "auto",
     as_json: opt.JsonOpt = False,
+    batch_size: opt.BatchSizeOpt = None,
+    workers: opt.WorkersOpt = None,
 ) -> None:
     """Draw where each ASFF module takes its features from: the three weight maps of every fusion level on the
     photo, the dominant source level per pixel, the detections with the mean weight of each level inside each box,
@@ -54,17 +58,16 @@ def asff_weights(
     structure and only their maps are drawn (its outputs are not decoded).
     """
     from attnviz.detection.checks import check_asff_options, detector_file
-    from attnviz.io.photos import load_image
 
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     opt.check_out_dir(out_dir)
     check_asff_options(score=score, iou=iou, max_detections=max_detections)
+    batch.check_batch(batch_size, workers)
     det = detector_file(det)
-    photo = load_image(image)  # a bad image fails before the detector is read
+    inputs = batch.gather(images, out_dir)  # a single bad image fails before the detector is read
 
-    from attnviz.detection.analysis import analyse_detector
+    from attnviz.batch import AsffTask, Writing
     from attnviz.detection.files import load_detector
-    from attnviz.detection.views import asff_view, detections_table
     from attnviz.loading import resolve_device
 
     loaded = load_detector(det, trust=trust, device=resolve_device(device))
@@ -72,18 +75,42 @@ def asff_weights(
         style = "dim" if loaded.trained else "yellow"
         note = "" if loaded.trained else " (untrained: the maps show the mechanics, not learned fusion)"
         err.print(f"[{style}]detector: {escape(loaded.source)}{note}[/]")
-    analysis = analyse_detector(
-        loaded, image, size=size, mode=preprocess, score=score, iou=iou, max_detections=max_detections, image=photo
+    task = AsffTask(
+        loaded,
+        Writing(out_dir, fmt),
+        size=size,
+        preprocess=preprocess,
+        score=score,
+        iou=iou,
+        max_detections=max_detections,
+        cmap=cmap,
+        alpha=alpha,
     )
-    view = asff_view(analysis, loaded, score=score, cmap=cmap, alpha=alpha)
-    written = view.save(out_dir, fmt)
-    if analysis.detections is None and not as_json:
-        err.print("[yellow]detections are drawn only for attnviz detectors; this model's outputs are not decoded[/]")
-    elif analysis.detections and not as_json:
-        out.print(rich_table(detections_table(analysis, score)))
-    elif not as_json:
-        err.print(f"no detections with score ≥ {score:g} (a lower --score shows weaker ones)", markup=False)
-    report(written, view.summary, as_json=as_json)
+
+    def say_detections(outcome: Outcome) -> None:
+        decoded, table = outcome.note
+        if as_json:
+            return
+        if not decoded:
+            err.print(
+                "[yellow]detections are drawn only for attnviz detectors; this model's outputs are not decoded[/]"
+            )
+        elif table is not None:
+            out.print(rich_table(table))
+        else:
+            err.print(f"no detections with score ≥ {score:g} (a lower --score shows weaker ones)", markup=False)
+
+    batch.draw(
+        "asff-weights",
+        task,
+        inputs,
+        head={},
+        batch_size=batch_size,
+        workers=workers,
+        as_json=as_json,
+        flat_json=True,
+        on_drawn=say_detections,
+    )
 
 
 def rich_table(data: TableData) -> Table:

@@ -1,4 +1,4 @@
-"""`attnviz channels BLOCK [IMAGE] --layer N`: channel-weight bars (and SK-style branch selection) for stage N."""
+"""`attnviz channels BLOCK [IMAGE...] --layer N`: channel-weight bars (and SK-style branch selection) for stage N."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ from typing import Annotated
 
 import typer
 
+from attnviz.cli import batch
 from attnviz.cli import options as opt
-from attnviz.cli.common import guarded, write_view
-from attnviz.errors import UsageError
+from attnviz.cli.common import guarded
 from attnviz.options import KINDS
 
 
 @guarded
 def channels(
     block: opt.OptionalBlockArg = None,
-    image: Annotated[
-        Path | None, typer.Argument(help="Image file (default: a bundled sample photo).", show_default=False)
+    images: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Image files or folders of images (default: a bundled sample photo).", show_default=False),
     ] = None,
     model: opt.ModelOpt = None,
     timm_attn: opt.TimmAttnOpt = None,
@@ -38,28 +39,26 @@ def channels(
     device: opt.DeviceOpt = "auto",
     as_json: opt.JsonOpt = False,
     save_raw: opt.SaveRawOpt = False,
+    batch_size: opt.BatchSizeOpt = None,
+    workers: opt.WorkersOpt = None,
 ) -> None:
     """Draw the per-channel weights of SE, ECA, CBAM's channel half, scSE, GAM, NAM... as bar charts.
 
     With --model, the channel attention of a torchvision or timm model, or of your own model file, instead.
     """
-    from attnviz import api
-    from attnviz.io.photos import load_image
     from attnviz.io.shipped import default_sample
     from attnviz.options import check_channel_options
 
-    block, images = opt.split_positionals(block, [image] if image else [], model, "channels")
-    if len(images) > 1:
-        raise UsageError("channels draws one image", "give a single image file")
+    block, images = opt.split_positionals(block, images or [], model, "channels")
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=0.5, device=device)
     opt.check_out_dir(out_dir)
+    batch.check_batch(batch_size, workers)
     if model is None:
         opt.check_block_kinds(block, KINDS["channels"], "channels")
     check_channel_options(order, top_k)
     if stages is not None:
         opt.parse_stages(stages)  # a malformed --stages fails before anything is read
-    path = images[0] if images else default_sample()
-    photo = load_image(path)
+    inputs = batch.gather(images or [default_sample()], out_dir)
     loaded = opt.load_model(
         "channels",
         block,
@@ -75,7 +74,12 @@ def channels(
         quiet=as_json,
         layer=layer,
     )
-    view = api.channels(
-        loaded, path, photo=photo, layer=layer, order=order, top_k=top_k, size=size, preprocess=preprocess
+    from attnviz.batch import ChannelsTask, Writing
+
+    task = ChannelsTask(
+        loaded, Writing(out_dir, fmt, save_raw), size=size, preprocess=preprocess, layer=layer, order=order, top_k=top_k
     )
-    write_view(view, loaded, out_dir, fmt, save_raw=save_raw, as_json=as_json)
+    head = {"model": loaded.config.to_dict(), "weights": loaded.source}
+    batch.draw(
+        "channels", task, inputs, head=head, batch_size=batch_size, workers=workers, as_json=as_json, flat_json=True
+    )

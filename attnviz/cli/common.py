@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import typer
 from rich.cells import cell_len
@@ -21,11 +20,10 @@ from rich.measure import Measurement
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from attnviz import env
+from attnviz.cli import signals
 from attnviz.errors import AttnvizError, cli_spelling
-
-if TYPE_CHECKING:
-    from attnviz.loading import LoadedModel
-    from attnviz.views.base import View
+from attnviz.io.atomic import remove_temporaries
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,8 +44,9 @@ def fail(error: AttnvizError) -> typer.Exit:
 def guarded(command: F) -> F:
     """Wrap a command so AttnvizError becomes a one-line message and its exit code, never a traceback.
 
-    Unexpected exceptions also end in one line (exit 1) unless ATTNVIZ_DEBUG is set, which re-raises them.
-    Ctrl-C ends in one "interrupted" line and exit code 130, the shell's convention for SIGINT.
+    Unexpected exceptions also end in one line (exit 1) unless the flag ATTNVIZ_DEBUG is on, which re-raises them.
+    Ctrl-C ends in one "interrupted" line and exit code 130, the shell's convention for SIGINT; SIGTERM and SIGHUP
+    (see `attnviz.cli.signals`) in "terminated by SIGTERM" and 128 + the signal's number.
     """
 
     @functools.wraps(command)
@@ -57,13 +56,12 @@ def guarded(command: F) -> F:
                 return command(*args, **kwargs)
         except AttnvizError as exc:
             raise fail(exc) from None
-        except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]")
-            raise typer.Exit(INTERRUPTED) from None
+        except KeyboardInterrupt as interrupt:
+            raise typer.Exit(signals.clean_exit(interrupt)) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
-            if os.environ.get("ATTNVIZ_DEBUG"):
+            if env.flag(env.DEBUG):
                 raise
             raise fail(
                 AttnvizError(
@@ -279,8 +277,10 @@ def run_training(
 
         try:
             return train(on_batch, on_epoch)
-        except KeyboardInterrupt:
-            raise training_interrupted(checkpoint, finished[-1] if finished else None, resumed=resumed) from None
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM or SIGHUP: say what is saved, exit 128 + signal
+            training_interrupted(checkpoint, finished[-1] if finished else None, resumed=resumed)
+            remove_temporaries()
+            raise typer.Exit(signals.exit_code(interrupt)) from None
 
 
 def training_interrupted(checkpoint: Path, finished: int | None, *, resumed: bool) -> typer.Exit:
@@ -300,13 +300,3 @@ def training_interrupted(checkpoint: Path, finished: int | None, *, resumed: boo
     else:
         err.print("[yellow]interrupted before the first epoch finished; nothing was saved[/]")
     return typer.Exit(INTERRUPTED)
-
-
-def write_view(view: View, loaded: LoadedModel, out_dir: Path, fmt: str, *, save_raw: bool, as_json: bool) -> None:
-    """Write a view's pictures (and with `save_raw` its captured tensors) to `out_dir` and report them."""
-    from attnviz.io.raw import save_recording
-
-    written = view.save(out_dir, fmt)
-    if save_raw:
-        written += save_recording(view.analysis, out_dir / f"{view.stem}_{view.name}_raw")
-    report(written, {"model": loaded.config.to_dict(), "weights": loaded.source, **view.summary}, as_json=as_json)

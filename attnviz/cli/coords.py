@@ -1,4 +1,4 @@
-"""`attnviz coords BLOCK IMAGE`: Coordinate Attention's H and W profiles beside the image, and their product."""
+"""`attnviz coords BLOCK IMAGE...`: Coordinate Attention's H and W profiles beside the image, and their product."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
+from attnviz.cli import batch
 from attnviz.cli import options as opt
-from attnviz.cli.common import guarded, write_view
+from attnviz.cli.common import guarded
 from attnviz.errors import UsageError
 from attnviz.options import KINDS
 
@@ -16,7 +17,9 @@ from attnviz.options import KINDS
 @guarded
 def coords(
     block: opt.OptionalBlockArg = None,
-    image: Annotated[Path | None, typer.Argument(help="Image file.", show_default=False)] = None,
+    images: Annotated[
+        list[Path] | None, typer.Argument(help="Image files or folders of images.", show_default=False)
+    ] = None,
     model: opt.ModelOpt = None,
     timm_attn: opt.TimmAttnOpt = None,
     every_block: Annotated[
@@ -36,23 +39,22 @@ def coords(
     device: opt.DeviceOpt = "auto",
     as_json: opt.JsonOpt = False,
     save_raw: opt.SaveRawOpt = False,
+    batch_size: opt.BatchSizeOpt = None,
+    workers: opt.WorkersOpt = None,
 ) -> None:
     """Draw Coordinate Attention's a_h and a_w strips as profiles along the image, and a_h x a_w as an overlay.
 
     With --model, the coordinate attention of a timm model (e.g. --model timm:resnet18 --timm-attn coord).
     """
-    from attnviz import api
-    from attnviz.io.photos import load_image
-
-    block, images = opt.split_positionals(block, [image] if image else [], model, "coords")
-    if len(images) != 1:
-        raise UsageError("coords draws one image" if images else "missing argument IMAGE", "give one image file")
-    image = images[0]
+    block, images = opt.split_positionals(block, images or [], model, "coords")
+    if not images:
+        raise UsageError("missing argument IMAGES", "give one or more image files or folders")
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     opt.check_out_dir(out_dir)
+    batch.check_batch(batch_size, workers)
     if model is None:
         opt.check_block_kinds(block, KINDS["coords"], "coords")
-    photo = load_image(image)
+    inputs = batch.gather(images, out_dir)
     loaded = opt.load_model(
         "coords",
         block,
@@ -67,7 +69,18 @@ def coords(
         device=device,
         quiet=as_json,
     )
-    view = api.coords(
-        loaded, image, photo=photo, every_block=every_block, cmap=cmap, alpha=alpha, size=size, preprocess=preprocess
+    from attnviz.batch import CoordsTask, Writing
+    from attnviz.views.base import Style
+
+    task = CoordsTask(
+        loaded,
+        Writing(out_dir, fmt, save_raw),
+        size=size,
+        preprocess=preprocess,
+        style=Style(cmap=cmap, alpha=alpha),
+        every_block=every_block,
     )
-    write_view(view, loaded, out_dir, fmt, save_raw=save_raw, as_json=as_json)
+    head = {"model": loaded.config.to_dict(), "weights": loaded.source}
+    batch.draw(
+        "coords", task, inputs, head=head, batch_size=batch_size, workers=workers, as_json=as_json, flat_json=True
+    )

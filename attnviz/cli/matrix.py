@@ -1,4 +1,4 @@
-"""`attnviz matrix BLOCK IMAGE --query X,Y`: where a pixel looks, per head, for self-attention blocks."""
+"""`attnviz matrix BLOCK IMAGE... --query X,Y`: where a pixel looks, per head, for self-attention blocks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
+from attnviz.cli import batch
 from attnviz.cli import options as opt
-from attnviz.cli.common import guarded, write_view
+from attnviz.cli.common import guarded
 from attnviz.errors import UsageError
 from attnviz.options import KINDS, check_colour_scale
 
@@ -16,12 +17,19 @@ from attnviz.options import KINDS, check_colour_scale
 @guarded
 def matrix(
     block: opt.OptionalBlockArg = None,
-    image: Annotated[Path | None, typer.Argument(help="Image file.", show_default=False)] = None,
+    images: Annotated[
+        list[Path] | None, typer.Argument(help="Image files or folders of images.", show_default=False)
+    ] = None,
     model: opt.ModelOpt = None,
     timm_attn: opt.TimmAttnOpt = None,
     query: Annotated[
         list[str] | None,
-        typer.Option("--query", "-q", help="Query pixel X,Y of the image (repeatable; default: the centre)."),
+        typer.Option(
+            "--query",
+            "-q",
+            help="Query pixel X,Y of the photo: X from 0 to width-1, Y from 0 to height-1, from the top-left corner; "
+            "a fraction picks the pixel it falls in (repeatable; default: the centre).",
+        ),
     ] = None,
     heads: Annotated[str | None, typer.Option("--heads", help="Heads to draw, comma-separated (default: all).")] = None,
     heatmaps: Annotated[
@@ -48,28 +56,30 @@ def matrix(
     device: opt.DeviceOpt = "auto",
     as_json: opt.JsonOpt = False,
     save_raw: opt.SaveRawOpt = False,
+    batch_size: opt.BatchSizeOpt = None,
+    workers: opt.WorkersOpt = None,
 ) -> None:
     """Overlay the attention row of each query pixel on the image (MHSA, DANet, criss-cross, ECA+MHSA).
 
     Self-attention over every pixel of an early stage is large, so by default blocks go into stages 3 and 4 only.
     """
-    from attnviz import api
-    from attnviz.io.photos import load_image
     from attnviz.options import check_points, parse_heads
 
-    block, images = opt.split_positionals(block, [image] if image else [], model, "matrix")
-    if len(images) != 1:
-        raise UsageError("matrix draws one image" if images else "missing argument IMAGE", "give one image file")
-    image = images[0]
+    block, images = opt.split_positionals(block, images or [], model, "matrix")
+    if not images:
+        raise UsageError("missing argument IMAGES", "give one or more image files or folders")
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     check_colour_scale(scale, vmin, vmax)
     opt.check_out_dir(out_dir)
+    batch.check_batch(batch_size, workers)
     if model is None:
         opt.check_block_kinds(block, KINDS["matrix"], "matrix")
     head_list = parse_heads(heads)
-    photo = load_image(image)
-    points = [opt.parse_point(q) for q in query] if query else [(photo.width // 2, photo.height // 2)]
-    check_points(points, photo.size)
+    points = [opt.parse_point(q) for q in query] if query else None
+    inputs = batch.gather(images, out_dir)
+    if inputs.single:  # a query outside the one photo fails before the model is built
+        photo = inputs.read[inputs.paths[0]]
+        check_points(points or [(photo.width // 2, photo.height // 2)], photo.size)
     loaded = opt.load_model(
         "matrix",
         block,
@@ -84,21 +94,21 @@ def matrix(
         device=device,
         quiet=as_json,
     )
-    view = api.matrix(
+    from attnviz.batch import MatrixTask, Writing
+    from attnviz.views.base import Style
+
+    task = MatrixTask(
         loaded,
-        image,
-        photo=photo,
-        query=points,
+        Writing(out_dir, fmt, save_raw),
+        size=size,
+        preprocess=preprocess,
+        style=Style(cmap=cmap, alpha=alpha, colorbar=colorbar, scale=scale, vmin=vmin, vmax=vmax),
+        points=points,
         heads=head_list,
         heatmaps=heatmaps,
         every_block=every_block,
-        cmap=cmap,
-        alpha=alpha,
-        colorbar=colorbar,
-        scale=scale,
-        vmin=vmin,
-        vmax=vmax,
-        size=size,
-        preprocess=preprocess,
     )
-    write_view(view, loaded, out_dir, fmt, save_raw=save_raw, as_json=as_json)
+    head = {"model": loaded.config.to_dict(), "weights": loaded.source}
+    batch.draw(
+        "matrix", task, inputs, head=head, batch_size=batch_size, workers=workers, as_json=as_json, flat_json=True
+    )

@@ -14,6 +14,7 @@ from attnviz.blocks.catalog import block_names
 from attnviz.errors import UsageError
 from attnviz.models import BACKBONES
 from attnviz.options import (
+    HTML_FORMAT,
     check_alpha,
     check_block_kinds,
     check_cmap,
@@ -106,7 +107,14 @@ PreprocessOpt = Annotated[
     str, typer.Option("--preprocess", help="Fit the image to the input by: resize, crop or letterbox.")
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder the pictures are written to.")]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Picture format: png, svg or pdf.")]
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        "-f",
+        help=f"Picture format: {', '.join(FORMATS)}; or {HTML_FORMAT}, one interactive report per image (offline).",
+    ),
+]
 CmapOpt = Annotated[
     str, typer.Option("--cmap", help="Matplotlib colormap of the overlays (viridis is perceptually uniform; jet, ...).")
 ]
@@ -134,6 +142,22 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable 
 SaveRawOpt = Annotated[
     bool, typer.Option("--save-raw", help="Also write every captured tensor to .npz with a JSON summary.")
 ]
+BatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        help="Photos per forward pass over a folder (default: 1 on a CPU, where batches are no faster, 16 on a GPU).",
+        show_default=False,
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        help="Processes that draw and write the pictures of a folder (default: one per CPU core; 0: none).",
+        show_default=False,
+    ),
+]
 
 
 def check_common(
@@ -142,8 +166,8 @@ def check_common(
     """Validate the options every drawing command shares, before any heavy work starts."""
     check_size(size)
     check_preprocess(preprocess)
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown --format {fmt!r}", f"choose one of: {', '.join(FORMATS)}")
+    if fmt not in (*FORMATS, HTML_FORMAT):
+        raise UsageError(f"unknown --format {fmt!r}", f"choose one of: {', '.join((*FORMATS, HTML_FORMAT))}")
     check_alpha(alpha)
     check_device(device)
     if cmap is not None:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
+from attnviz.cli import batch
 from attnviz.cli import options as opt
-from attnviz.cli.common import err, guarded, out, progress
-from attnviz.errors import ImageError, UsageError
+from attnviz.cli.common import guarded
+from attnviz.errors import UsageError
 from attnviz.options import KINDS, check_colour_scale
 
 
@@ -63,29 +61,28 @@ def show(
     device: opt.DeviceOpt = "auto",
     as_json: opt.JsonOpt = False,
     save_raw: opt.SaveRawOpt = False,
+    batch_size: opt.BatchSizeOpt = None,
+    workers: opt.WorkersOpt = None,
 ) -> None:
     """Overlay the block's spatial attention (CBAM, scSE, Triplet, SimAM, CoT, coordinate...) on each image.
 
     With --model, the spatial attention of a torchvision or timm model, or of your own model file, instead.
     """
-    from attnviz import api
-    from attnviz.io.photos import load_image
-    from attnviz.io.raw import save_recording
-
     block, images = opt.split_positionals(block, images or [], model, "show")
     if not images:
         raise UsageError("missing argument IMAGES", "give one or more image files or folders")
     opt.check_common(size=size, preprocess=preprocess, fmt=fmt, alpha=alpha, device=device, cmap=cmap)
     check_colour_scale(scale, vmin, vmax)
     opt.check_out_dir(out_dir)
+    batch.check_batch(batch_size, workers)
+    if heat_only and fmt == "jpg":
+        raise UsageError("--heat-only layers are transparent, which a JPEG cannot hold", "use --format png or webp")
     if model is None:
         opt.check_block_kinds(block, KINDS["show"], "show")
-    from attnviz.analysis import image_paths  # these import torch: after the checks that need none
-    from attnviz.cam import check_cam
+    from attnviz.cam import check_cam  # imports torch: after the checks that need none
 
     cam = check_cam(cam) if cam else None
-    paths = image_paths(images)
-    first = load_image(paths[0])  # a bad first image fails before the model is built
+    inputs = batch.gather(images, out_dir, folders_first=True)  # a single bad image fails before the model loads
     loaded = opt.load_model(
         "show",
         block,
@@ -100,69 +97,21 @@ def show(
         device=device,
         quiet=as_json,
     )
-    style = {
-        "every_block": every_block,
-        "contour": contour,
-        "colorbar": colorbar,
-        "cam": cam,
-        "cmap": cmap,
-        "scale": scale,
-        "vmin": vmin,
-        "vmax": vmax,
-        "each": each,
-        "heat_only": heat_only,
-    }
-    results, skipped = [], []
-    # PNG encoding releases the GIL, so pictures are written on a second thread while the next photo runs.
-    with (
-        progress("show", len(paths), enabled=len(paths) > 1 and not as_json) as meter,
-        ThreadPoolExecutor(max_workers=1) as writer,
-    ):
-        pending: list[tuple[Future[list[Path]], dict[str, object]]] = []
-        for index, path in enumerate(paths):
-            try:
-                photo = first if index == 0 else load_image(path)
-            except ImageError as exc:
-                if len(paths) == 1:
-                    raise
-                skipped.append({"image": str(path), "error": str(exc)})
-                err.print(f"[yellow]skipped {escape(str(path))}: {escape(exc.message)}[/]")
-                meter.advance()
-                continue
-            view = api.show(loaded, path, photo=photo, size=size, preprocess=preprocess, alpha=alpha, **style)
-            result: dict[str, object] = dict(view.summary)
-            result["raw"] = (
-                [str(p) for p in save_recording(view.analysis, out_dir / f"{view.stem}_{view.name}_raw")]
-                if save_raw
-                else []
-            )
-            pending.append((writer.submit(view.save, out_dir, fmt), result))
-            _collect(pending, results, quiet=as_json, keep=2)
-            meter.advance()
-        _collect(pending, results, quiet=as_json, keep=0)
-    if as_json:
-        out.print_json(
-            json.dumps(
-                {"model": loaded.config.to_dict(), "weights": loaded.source, "results": results, "skipped": skipped}
-            )
-        )
-    if skipped:
-        raise ImageError(f"{len(skipped)} of {len(paths)} images could not be read (see the lines above)")
+    from attnviz.batch import ShowTask, Writing
+    from attnviz.views.base import Style
 
-
-def _collect(
-    pending: list[tuple[Future[list[Path]], dict[str, object]]],
-    results: list[dict[str, object]],
-    *,
-    quiet: bool,
-    keep: int,
-) -> None:
-    """Report finished writes oldest first, waiting until at most `keep` are still running."""
-    while pending and (len(pending) > keep or pending[0][0].done()):
-        future, result = pending.pop(0)
-        written = future.result()
-        result["files"] = [*map(str, written), *result.pop("raw")]  # type: ignore[misc]
-        results.append(result)
-        if not quiet:
-            for path in written:
-                err.print(f"wrote {path}", markup=False)
+    task = ShowTask(
+        loaded,
+        Writing(out_dir, fmt, save_raw),
+        size=size,
+        preprocess=preprocess,
+        style=Style(cmap=cmap, alpha=alpha, contour=contour, colorbar=colorbar, scale=scale, vmin=vmin, vmax=vmax),
+        every_block=every_block,
+        cam=cam,
+        each=each,
+        heat_only=heat_only,
+    )
+    head = {"model": loaded.config.to_dict(), "weights": loaded.source}
+    batch.draw(
+        "show", task, inputs, head=head, batch_size=batch_size, workers=workers, as_json=as_json, flat_json=False
+    )

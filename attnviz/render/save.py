@@ -1,13 +1,23 @@
-"""Save a rendered picture (a PIL image or a matplotlib figure) as PNG, SVG or PDF, atomically (attnviz.io.atomic)."""
+"""Save a rendered picture (a PIL image or a matplotlib figure) as PNG, SVG, PDF, JPEG or WebP, atomically
+(attnviz.io.atomic).
+
+PNG is written for speed: each row is stored as its difference from the row above (PNG's "Up" filter) and deflated at
+level 1, half the time of Pillow's adaptive filters at the same size. JPEG and WebP, for large folders, are faster
+still and several times smaller, at a slight loss. Every raster picture says in its metadata that attnviz drew it
+(`drawn_by_attnviz`), so a folder run can leave attnviz's own outputs out of its inputs.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+import numpy as np
 from PIL import Image
 
 from attnviz.errors import UsageError
@@ -16,9 +26,21 @@ from attnviz.io.atomic import atomic_write
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-FORMATS = ("png", "svg", "pdf")
+FORMATS = ("png", "svg", "pdf", "jpg", "webp")
 DPI = 150
 """Resolution of figures in PNG and of PIL images in PDF."""
+SOFTWARE = "attnviz"
+"""What the Software field of every raster picture attnviz writes says."""
+JPEG_QUALITY = 92
+WEBP_QUALITY = 90
+WEBP_METHOD = 0
+"""WebP's fastest encoder setting: 3x faster than its default, files about 10% larger."""
+PNG_LEVEL = 1
+"""zlib level of PNG: 1 deflates several times faster than the default 6, for files a few percent larger."""
+_EXIF_SOFTWARE = 0x0131
+_PNG_MODES = {"L": (0, 1), "RGB": (2, 3), "LA": (4, 2), "RGBA": (6, 4)}
+"""Pillow mode -> (PNG colour type, bytes per pixel) of the modes the fast PNG writer takes (8 bits a channel)."""
+_ALPHA = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 # Suffixes that name a picture format and are replaced by the chosen format's. Anything else (a dotted layer
 # name such as "layer3.1.attn") is part of the file name and is kept: "layer3.1.attn" -> "layer3.1.attn.png".
 _REPLACEABLE_SUFFIXES = frozenset(
@@ -55,10 +77,77 @@ def _image_svg(image: Image.Image) -> bytes:
     ).encode("ascii")
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """`image` as a PNG file: rows "Up"-filtered and deflated at PNG_LEVEL, with a Software text chunk.
+
+    Modes other than L, LA, RGB and RGBA (8 bits a channel) go through Pillow at the same level.
+    """
+    if image.mode not in _PNG_MODES:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=PNG_LEVEL, pnginfo=_png_info())
+        return buffer.getvalue()
+    colour_type, depth = _PNG_MODES[image.mode]
+    width, height = image.size
+    pixels = np.asarray(image, dtype=np.uint8).reshape(height, width * depth)
+    rows = np.empty((height, width * depth + 1), dtype=np.uint8)
+    rows[:, 0] = 2  # the Up filter: each byte minus the byte above it (modulo 256)
+    rows[:1, 1:] = pixels[:1]
+    np.subtract(pixels[1:], pixels[:-1], out=rows[1:, 1:])
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"tEXt", b"Software\x00" + SOFTWARE.encode()),
+            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), PNG_LEVEL)),
+            _png_chunk(b"IEND", b""),
+        ]
+    )
+
+
+def _save_fast_png(image: Image.Image, handle: IO[bytes], _filename: str | bytes) -> None:
+    handle.write(png_bytes(image))
+
+
+FAST_PNG = "ATTNVIZ-PNG"
+"""Pillow's name for the fast PNG writer, so that PNGs too are written through `Image.save` like every format."""
+Image.register_save(FAST_PNG, _save_fast_png)
+
+
+def _png_info() -> object:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", SOFTWARE)
+    return info
+
+
+def _exif() -> Image.Exif:
+    exif = Image.Exif()
+    exif[_EXIF_SOFTWARE] = SOFTWARE
+    return exif
+
+
+def _check_opaque(image: Image.Image, fmt: str) -> None:
+    if fmt == "jpg" and image.mode in _ALPHA:
+        raise UsageError("a JPEG cannot hold a transparent picture (the --heat-only layers)", "write it as png or webp")
+
+
 def _image_writer(image: Image.Image, fmt: str, dpi: float) -> Callable[[IO[bytes]], None]:
+    _check_opaque(image, fmt)
+
     def write(handle: IO[bytes]) -> None:
         if fmt == "png":
-            image.save(handle, format="PNG", compress_level=1)  # 4x faster than the default, files ~25% larger
+            image.save(handle, format=FAST_PNG)
+        elif fmt == "jpg":
+            rgb = image.convert("RGB")
+            rgb.save(handle, format="JPEG", quality=JPEG_QUALITY, subsampling=0, exif=_exif())  # 4:4:4 keeps text sharp
+        elif fmt == "webp":
+            image.save(handle, format="WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD, exif=_exif())
         elif fmt == "pdf":
             image.convert("RGB").save(handle, format="PDF", resolution=float(dpi))
         else:
@@ -69,7 +158,7 @@ def _image_writer(image: Image.Image, fmt: str, dpi: float) -> Callable[[IO[byte
 
 def _figure_writer(fig: Figure, fmt: str, dpi: float) -> Callable[[IO[bytes]], None]:
     # No dates in the metadata, so the same figure always gives the same bytes (golden files stay stable).
-    metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
+    metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {"Software": SOFTWARE}}.get(fmt)
 
     def write(handle: IO[bytes]) -> None:
         import matplotlib
@@ -88,20 +177,23 @@ def save(obj: Image.Image | Figure, path: Path, fmt: str = "png", *, dpi: float 
         obj: A PIL image or a matplotlib figure.
         path: Target; a picture suffix (".png", ".jpg", ...) is replaced by `fmt`'s, any other is kept
             ("out/layer3.1.attn" becomes "out/layer3.1.attn.png"). Missing directories are created.
-        fmt: "png", "svg" or "pdf". A PIL image keeps its pixels in every format (SVG embeds it at native size).
+        fmt: One of FORMATS. A PIL image keeps its pixels in PNG, SVG (embedded at native size) and PDF; JPEG and
+            WebP lose a little. A transparent image cannot be a JPEG.
         dpi: Resolution of a figure; for a PIL image in a PDF, its pixels per inch.
 
     Returns:
         The path written.
 
     Raises:
-        UsageError: unknown format, or the directory cannot be created or written to.
+        UsageError: unknown format, a transparent image as JPEG, or the directory cannot be created or written to.
         TypeError: `obj` is neither a PIL image nor a figure.
     """
     fmt = _check_format(fmt)
     target = output_path(path, fmt)
     if isinstance(obj, Image.Image):
         writer = _image_writer(obj, fmt, dpi)
+    elif hasattr(obj, "savefig") and fmt in ("jpg", "webp"):
+        writer = _image_writer(rasterise(obj, dpi=dpi).convert("RGB"), fmt, dpi)  # the pixels of its PNG, opaque
     elif hasattr(obj, "savefig"):
         writer = _figure_writer(obj, fmt, dpi)
     else:
@@ -121,3 +213,14 @@ def rasterise(obj: Image.Image | Figure, *, dpi: float = DPI) -> Image.Image:
     with Image.open(buffer) as image:
         image.load()
         return image.copy()
+
+
+def drawn_by_attnviz(path: Path) -> bool:
+    """Whether the picture file `path` says attnviz drew it (read from its header; False for any other file)."""
+    try:
+        with Image.open(path) as image:
+            if image.info.get("Software") == SOFTWARE:
+                return True
+            return image.format in ("JPEG", "WEBP") and image.getexif().get(_EXIF_SOFTWARE) == SOFTWARE
+    except (OSError, SyntaxError, ValueError):
+        return False
