@@ -119,7 +119,7 @@ _ENTRIES = (
         "nam",
         "NAM",
         "nam",
-        ("channel",),
+        ("channel", "spatial"),
         "Liu et al., NAM: Normalization-based Attention Module, NeurIPS 2021 workshop",
     ),
     BlockInfo(

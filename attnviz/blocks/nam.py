@@ -8,7 +8,9 @@ y = sigmoid(w_c * B_c) * x
 
 The weights w are the block's learned BN scale factors, so they do not depend on the input: every image (and
 every sample of a batch) gets the same channel weights, and with the default init (all gamma equal) they are
-uniform, 1 / C. They are tapped as a (batch, channel) tensor, the same row repeated for each sample.
+uniform, 1 / C. They are tapped as a (batch, channel) tensor, the same row repeated for each sample ("channel").
+The gate the block applies, sigmoid(w_c * B_c), does depend on the input: it is tapped too, as a
+(batch, channel, height, width) spatial map ("gate"), after the static weights.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class NormalizationAttention(AttentionBlock):
         self.detach_weights = detach_weights
         self.eps = eps
         self.tap = Tap("channel", ("batch", "channel"), norm="sum_to_one", over=("channel",))
+        self.gate_tap = Tap("spatial", ("batch", "channel", "height", "width"), label="gate")
 
     def channel_weights(self) -> torch.Tensor:
         """w_c = |gamma_c| / sum_j |gamma_j|, shape (C,)."""
@@ -50,4 +53,5 @@ class NormalizationAttention(AttentionBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normalised = self.norm(x)
         weights = self.tap(self.channel_weights().expand(x.shape[0], -1))
-        return torch.sigmoid(normalised * weights[:, :, None, None]) * x
+        gate = self.gate_tap(torch.sigmoid(normalised * weights[:, :, None, None]))
+        return gate * x
