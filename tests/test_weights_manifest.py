@@ -36,6 +36,9 @@ def _check_entry(entry: dict) -> None:
         _check_detector(path, entry)
         return
     sidecar = json.loads(path.with_suffix(".json").read_text())
+    if entry["kind"] == "sequence":  # attnviz.sequence's models: made by weights/build.py, not by `attnviz fit`
+        _check_sequence(path, entry, sidecar)
+        return
     assert sidecar["block"] == entry["block"] and sidecar["backbone"] == entry["backbone"]
     assert entry["command"].startswith("attnviz fit ") and entry["command"] == sidecar["command"]
     assert entry["accuracy"] == sidecar["metrics"]["val_accuracy"]
@@ -45,6 +48,18 @@ def _check_entry(entry: dict) -> None:
         from attnviz.io.shipped import demo_weights
 
         assert demo_weights(entry["block"], entry["backbone"]) == path
+
+
+def _check_sequence(path: Path, entry: dict, sidecar: dict) -> None:
+    from attnviz.sequence.files import shipped_weights
+
+    assert path.stat().st_size <= 400 * 2**10
+    assert sidecar["block"] == entry["block"] and sidecar["model"] == entry["model"]
+    assert entry["command"] == sidecar["command"] == f"python weights/build.py sequence {entry['block']}"
+    assert entry["metrics"] == sidecar["metrics"]
+    assert shipped_weights(entry["block"]) == path
+    if entry["block"] == "additive":
+        assert entry["eval"]["alignment"]["accuracy"] >= 0.9
 
 
 def _check_detector(path: Path, entry: dict) -> None:
@@ -70,7 +85,7 @@ def test_shipped_cbam_localises_on_fresh_scenes() -> None:
 
     from attnviz.cli.app import app
 
-    result = CliRunner().invoke(app, ["eval", "cbam", "--n", "40", "--cam", "none", "--json"])
+    result = CliRunner().invoke(app, ["eval", "cbam", "--n", "40", "--cam", "none", "--faith-n", "0", "--json"])
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
     assert scores["accuracy"] >= 0.9
@@ -154,7 +169,7 @@ def test_eval_tables_fit_80_columns(monkeypatch) -> None:
     }
     plain = {**result, "block": "criss_cross", "maps": {}, "best": None}
     buffer = io.StringIO()
-    monkeypatch.setattr(eval_cmd, "out", Console(width=80, file=buffer, color_system=None))
+    monkeypatch.setattr("attnviz.cli.eval_tables.out", Console(width=80, file=buffer, color_system=None))
     eval_cmd._print_summary([result, plain], 10)
     eval_cmd._print_tables("eca_mhsa", result)
     text = buffer.getvalue()

@@ -4,6 +4,7 @@
     python weights/build.py blocks cbam se  # blocks, head and batch norms on the base, one file per block
     python weights/build.py base --backbone mobilenet_v2    # the same for another backbone
     python weights/build.py det             # the ASFF detector det.pt, its backbone started from the base
+    python weights/build.py sequence        # the additive and temporal_gate sequence models (attnviz.sequence)
     python weights/build.py manifest        # sha256, metrics and commands of every file into MANIFEST.json
     python weights/build.py table           # the README's eval tables, from MANIFEST.json
 
@@ -54,6 +55,8 @@ DET_RUN = ["--size", "192", "--epochs", "13", "--train-size", "3000", "--val-siz
            "--lr", "2e-3", "--workers", "1"]
 EVAL_N = 300
 DET_EVAL_N = 200
+SEQUENCE = {"additive": "additive_seq.safetensors", "temporal_gate": "temporal_gate_seq.safetensors"}
+SEQUENCE_EVAL_N = 500
 
 
 def attnviz(*args: str) -> subprocess.CompletedProcess[str]:
@@ -113,6 +116,47 @@ def _ship(trained: Path) -> None:
     (HERE / trained.with_suffix(".json").name).write_text(json.dumps(sidecar, indent=2) + "\n")
 
 
+def build_sequence(blocks: list[str]) -> None:
+    """Train the sequence models (attnviz.sequence.train), score them with `attnviz eval`, and put their entries
+    into MANIFEST.json, leaving every other entry as it is."""
+    import torch
+
+    from attnviz.sequence.train import fit
+
+    torch.set_num_threads(1)  # these models are tiny: more threads only spin against each other on a busy CPU
+    for block in blocks or list(SEQUENCE):
+        target = HERE / SEQUENCE[block]
+        print(f"training {block} -> {target}", flush=True)
+        fit(block, target, command=f"python weights/build.py sequence {block}",
+            on_progress=lambda step, loss: print(f"  step {step}  loss {loss:.4f}", flush=True))
+        entry = _sequence_entry(target, {}, evaluate=True)
+        manifest_path = HERE / "MANIFEST.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["files"] = [e for e in manifest["files"] if e["file"] != target.name] + [entry]
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _sequence_entry(path: Path, kept: dict, evaluate: bool) -> dict:
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    entry = {
+        "file": path.name,
+        "kind": "sequence",
+        "block": sidecar["block"],
+        "model": sidecar["model"],
+        "data": f"attnviz.sequence procedural task: {sidecar['task']}",
+        "command": sidecar["command"],
+        "metrics": sidecar["metrics"],
+        "sha256": sha256(path),
+        "bytes": path.stat().st_size,
+    }
+    entry["eval"] = kept.get("eval") if kept.get("sha256") == entry["sha256"] else None
+    if evaluate and entry["eval"] is None:
+        command = ["eval", sidecar["block"], "--weights", str(path), "--n", str(SEQUENCE_EVAL_N), "--json"]
+        result = json.loads(attnviz(*command).stdout)
+        entry["eval"] = {"command": f"attnviz eval {sidecar['block']} --n {SEQUENCE_EVAL_N}", **result}
+    return entry
+
+
 def build_manifest(evaluate: bool) -> None:
     manifest_path = HERE / "MANIFEST.json"
     old = json.loads(manifest_path.read_text()).get("files", []) if manifest_path.exists() else []
@@ -120,6 +164,9 @@ def build_manifest(evaluate: bool) -> None:
     entries = []
     for weights in sorted(HERE.glob("*.safetensors")):
         sidecar = json.loads(weights.with_suffix(".json").read_text())
+        if sidecar.get("format") == "attnviz-sequence/1":
+            entries.append(_sequence_entry(weights, old.get(weights.name, {}), evaluate))
+            continue
         entry = {
             "file": weights.name,
             "kind": "backbone" if sidecar["block"] is None else "classifier",
@@ -219,7 +266,7 @@ def print_tables() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["base", "blocks", "det", "manifest", "table"])
+    parser.add_argument("what", choices=["base", "blocks", "det", "sequence", "manifest", "table"])
     parser.add_argument("blocks", nargs="*")
     parser.add_argument("--no-eval", action="store_true", help="manifest: keep the eval numbers already there")
     parser.add_argument("--backbone", default="resnet18", choices=sorted(BASE_RUNS), help="base, blocks: which one")
@@ -230,6 +277,8 @@ def main() -> None:
         print_tables()
     elif args.what == "det":
         build_det()
+    elif args.what == "sequence":
+        build_sequence(args.blocks)
     elif args.what == "blocks":
         for block in args.blocks:
             build_block(block, args.backbone)

@@ -11,6 +11,13 @@ from rich.table import Table
 from attnviz.blocks.catalog import CATALOG
 from attnviz.cli.common import guarded, out
 
+NO_ATTENTION = "none (see below)"
+NOTES = (
+    "fpn carries no attention of its own: it is the feature pyramid the detector's ASFF modules fuse, drawn as part "
+    "of the detector's levels by attnviz asff-weights. additive and temporal_gate are drawn by attnviz sequence."
+)
+"""Said under the table: where the blocks that no backbone command draws are drawn."""
+
 
 @guarded
 def list_blocks(
@@ -38,7 +45,8 @@ def list_blocks(
     table.add_column("backbone", justify="center")
     table.add_column("paper", overflow="fold")
     for info in CATALOG.values():
-        kinds = ", ".join(dict.fromkeys(info.kinds)) if info.kinds else "none (pyramid)"
+        kinds = ", ".join(dict.fromkeys(info.kinds)) if info.kinds else NO_ATTENTION
         table.add_row(info.name, info.family, kinds, "yes" if info.fits_backbone else "no", info.short_cite)
     out.print(table)
+    out.print(f"[dim]{NOTES}[/]")
     out.print("[dim]Full citations: attnviz list --json[/]")

@@ -10,4 +10,6 @@ attnviz show cot samples/scenes/scene_heart.png --out $G
 attnviz coords coord samples/scenes/scene_ring.png --out $G
 attnviz matrix mhsa samples/scenes/scene_circle.png --query 51,99 --heads 0,1 --out $G
 attnviz asff-weights weights/det.pt samples/scenes/detection_scene.png --out $G
+attnviz sequence additive --out $G
+attnviz sequence temporal_gate --out $G
 python -c "import attnviz; attnviz.show('scse', 'samples/scenes/scene_ring.png', stages=[1, 2]).save('$G')"
