@@ -32,6 +32,7 @@ _LAZY = {
     "matrix": "attnviz.api",
     "inspect": "attnviz.api",
     "asff_weights": "attnviz.detection",
+    "sequence": "attnviz.sequence.api",
     "View": "attnviz.views.base",
     "Style": "attnviz.views.base",
     "capture": "attnviz.capture",
@@ -55,8 +56,9 @@ def __dir__() -> list[str]:
 
 
 class _FrontDoor(types.ModuleType):
-    """The package's module type. `attnviz.capture` is the context manager, although a submodule of that name
-    exists: importing a submodule sets it as an attribute of its package, which this property turns away."""
+    """The package's module type. `attnviz.capture` is the context manager and `attnviz.sequence` the drawing
+    function, although a submodule of each name exists: importing a submodule sets it as an attribute of its
+    package, which these properties turn away."""
 
     @property
     def capture(self) -> Any:
@@ -67,6 +69,16 @@ class _FrontDoor(types.ModuleType):
     @capture.setter
     def capture(self, _module: Any) -> None:
         pass  # the submodule stays in sys.modules["attnviz.capture"]
+
+    @property
+    def sequence(self) -> Any:
+        from attnviz.sequence.api import sequence
+
+        return sequence
+
+    @sequence.setter
+    def sequence(self, _module: Any) -> None:
+        pass  # the package stays in sys.modules["attnviz.sequence"], as attnviz.capture above
 
 
 sys.modules[__name__].__class__ = _FrontDoor

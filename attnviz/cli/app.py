@@ -6,6 +6,8 @@ Nothing here imports torch; commands import what they need when they run.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -24,7 +26,10 @@ from attnviz.cli import (
     inspect_cmd,
     list_cmd,
     matrix,
+    report,
+    sequence,
     show,
+    signals,
 )
 
 
@@ -55,6 +60,24 @@ class OneLineErrors(TyperGroup):
         if standalone_mode:
             sys.exit(result if isinstance(result, int) else 0)
         return result
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _interrupts_end_cleanly():  # Ctrl-C while the arguments are read
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _interrupts_end_cleanly():  # outside a command's `guarded`: its options' callbacks, typer's own code
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _interrupts_end_cleanly() -> Iterator[None]:
+    """Ctrl-C, SIGTERM or SIGHUP in here end in one line and exit code 128 + signal (typer would exit 130 in
+    silence, whatever the signal)."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        raise typer.Exit(signals.clean_exit(interrupt)) from None
 
 
 def _echo_help(help_text: str) -> None:
@@ -102,8 +125,14 @@ app.command("eval")(eval_cmd.evaluate)
 app.command("fit-det")(fit_det.fit_det)
 app.command("eval-det")(eval_det.eval_det)
 app.command("asff-weights")(asff_weights.asff_weights)
+app.command("sequence")(sequence.sequence)
+app.command("report")(report.report)
 
 
 def main() -> None:
-    """Entry point of the `attnviz` command."""
-    app()
+    """Entry point of the `attnviz` command (`attnviz.__main__.main` guards the imports before this)."""
+    signals.install()
+    try:
+        app()
+    except KeyboardInterrupt as interrupt:  # between the handlers' installation and the app's own guards
+        sys.exit(signals.clean_exit(interrupt))

@@ -1,24 +1,41 @@
-"""`attnviz eval BLOCK`: accuracy and whether each layer's attention lands on the object, on held-out scenes."""
+"""`attnviz eval BLOCK`: accuracy, whether each layer's attention lands on the object, and whether the network uses
+it, on held-out scenes, every score beside its baselines."""
 
 from __future__ import annotations
 
 import json
-import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from attnviz.blocks.catalog import block_info
 from attnviz.cli import options as opt
-from attnviz.cli.common import LayerPath, err, guarded, out, progress
+from attnviz.cli.common import guarded, out, progress
+from attnviz.cli.eval_tables import print_summary as _print_summary
+from attnviz.cli.eval_tables import print_tables as _print_tables
 from attnviz.errors import UsageError
 from attnviz.options import TRAINABLE_KINDS
 
+__all__ = ["_print_summary", "_print_tables", "evaluate"]  # the tables stay reachable here, as before
+UPSAMPLE_CHOICES = ("aligned", "tiled")
 
-def _fmt(value: float) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+@dataclass(frozen=True)
+class _Settings:
+    """What every block of one `eval` run is scored with."""
+
+    n: int
+    method: str | None
+    tolerance: int
+    batch_size: int
+    trust: bool
+    size: int | None
+    upsample: str | None
+    faith_n: int
+    steps: int
+    maps: Path | None
+    quiet: bool
 
 
 @guarded
@@ -30,7 +47,7 @@ def evaluate(
     weights: opt.WeightsOpt = None,
     n: Annotated[int, typer.Option("--n", help="Held-out scenes to score.")] = 500,
     cam: Annotated[str, typer.Option("--cam", help="grad-cam method to compare with ('none' to skip).")] = "gradcam",
-    tolerance: Annotated[int, typer.Option("--tolerance", help="Pointing-game tolerance in pixels.")] = 4,
+    tolerance: Annotated[int, typer.Option("--tolerance", help="Pointing-game tolerance in input pixels.")] = 4,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 50,
     size: Annotated[
         int | None,
@@ -40,39 +57,80 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    upsample: Annotated[
+        str | None,
+        typer.Option(
+            "--upsample",
+            help="Where map cells sit when upsampled, for every map alike: 'aligned' (receptive fields, how the "
+            "drawing commands place them) or 'tiled' (half-pixel tile centres). Default: the model's own.",
+            show_default=False,
+        ),
+    ] = None,
+    faith_n: Annotated[
+        int,
+        typer.Option("--faith-n", help="Scenes for gate ablation and deletion/insertion curves (0 skips both)."),
+    ] = 100,
+    steps: Annotated[int, typer.Option("--steps", help="Steps of the deletion and insertion curves.")] = 10,
+    maps: Annotated[
+        Path | None,
+        typer.Option(
+            "--maps",
+            exists=True,
+            dir_okay=False,
+            help="Also score maps made by another tool: a .npz of (N, h, w) arrays, one per source (see README).",
+        ),
+    ] = None,
+    export_scenes: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-scenes",
+            dir_okay=False,
+            help="Write the --n held-out scenes (inputs, images, labels, masks) to this .npz and stop.",
+        ),
+    ] = None,
     trust: opt.TrustOpt = False,
     as_json: opt.JsonOpt = False,
 ) -> None:
-    """Score the block's maps per layer (pointing game, AUROC, energy) against Grad-CAM and a random map.
+    """Score the block's maps per layer (pointing game, AUROC, energy), its gates' use (ablation, deletion and
+    insertion curves) and its channel weights (probes), beside Grad-CAM, a centre prior and a random map.
 
     Without --weights the shipped demo weights of the block are scored; `attnviz eval all` scores every one of them
     and prints the summary table the README shows.
     """
+    from attnviz.cli import sequence as sequence_cmd  # additive and temporal_gate are scored on their own tasks
+
+    if block in sequence_cmd.SEQUENCE_BLOCKS:
+        return sequence_cmd.evaluate(block, weights=weights, n=n, trust=trust, as_json=as_json)
     if n < 2:
         raise UsageError(f"--n must be at least 2, got {n}")
     if tolerance < 0 or batch_size < 1:
         raise UsageError("--tolerance must be 0 or more and --batch-size at least 1")
     if size is not None and not 32 <= size <= 1024:
         raise UsageError(f"--size must be between 32 and 1024 pixels, got {size}")
+    if faith_n < 0 or not 2 <= steps <= 100:
+        raise UsageError(f"--faith-n must be 0 or more and --steps between 2 and 100, got {faith_n} and {steps}")
+    if upsample is not None and upsample not in UPSAMPLE_CHOICES:
+        raise UsageError(f"unknown --upsample {upsample!r}", f"choose one of: {', '.join(UPSAMPLE_CHOICES)}")
     if block != "all":
         opt.check_block_kinds(block, TRAINABLE_KINDS, "eval")  # a mistyped block is refused before torch loads
+    elif weights is not None or maps is not None or export_scenes is not None:
+        raise UsageError("`attnviz eval all` scores the shipped demo weights; drop --weights, --maps, --export-scenes")
+    if export_scenes is not None:
+        _export(block, weights, n, size, trust, export_scenes, quiet=as_json)
+        return
 
     from attnviz.cam import check_cam
 
     method = None if cam == "none" else check_cam(cam)
+    settings = _Settings(n, method, tolerance, batch_size, trust, size, upsample, faith_n, steps, maps, quiet=as_json)
     if block == "all":
-        if weights is not None:
-            raise UsageError("`attnviz eval all` scores the shipped demo weights; drop --weights")
-        results = [
-            _evaluate_one(name, None, n, method, tolerance, batch_size, trust, size=size, quiet=as_json)
-            for name in _demo_blocks()
-        ]
+        results = [_evaluate_one(name, None, settings) for name in _demo_blocks()]
         if as_json:
             out.print_json(json.dumps(results))
         else:
             _print_summary(results, n)
         return
-    payload = _evaluate_one(block, weights, n, method, tolerance, batch_size, trust, size=size, quiet=as_json)
+    payload = _evaluate_one(block, weights, settings)
     if as_json:
         out.print_json(json.dumps(payload))
     else:
@@ -88,117 +146,55 @@ def _demo_blocks() -> list[str]:
     return blocks
 
 
-def _evaluate_one(
-    block: str,
-    weights: Path | None,
-    n: int,
-    method: str | None,
-    tolerance: int,
-    batch_size: int,
-    trust: bool,
-    *,
-    size: int | None,
-    quiet: bool,
-) -> dict[str, object]:
-    from torch.utils.data import DataLoader
-
-    from attnviz.data.datasets import SceneDataset
-    from attnviz.evaluate import evaluate as run_eval
+def _load(block: str, weights: Path | None, trust: bool, quiet: bool) -> object:
     from attnviz.loading import load
 
     loaded = load(block, weights=weights, trust=trust, device="cpu")  # the blocks where the weights put them
     opt.announce(loaded, quiet=quiet)
-    info = loaded.weights_info
-    if info is None:
+    if loaded.weights_info is None:
         raise UsageError(
             f"eval needs weights trained on attnviz's scenes for {block} (a .safetensors with its .json sidecar)",
             f"train some with: attnviz fit {block} --out {block}.safetensors",
         )
-    dataset = SceneDataset("test", n, size or info.input_size, augment=False)
-    probes = bool(set(block_info(block).kinds) & {"channel", "selection"})
-    with progress(f"eval {block}", n, unit="scenes", enabled=not quiet) as meter:
+    return loaded
 
-        def on_batch(scored: int) -> None:
-            meter.advance(scored)
-            if probes and meter.done >= n:  # what evaluate does after the last batch
-                meter.phase("fitting the channel-weight probes")
 
+def _export(block: str, weights: Path | None, n: int, size: int | None, trust: bool, path: Path, quiet: bool) -> None:
+    from attnviz.evaluation.external import export_scenes
+
+    side = size or _load(block, weights, trust, quiet).weights_info.input_size
+    written = export_scenes(path, n, side)
+    if quiet:
+        out.print_json(json.dumps({"scenes": n, "size": side, "file": str(written)}))
+    else:
+        out.print(f"wrote {n} held-out scenes at {side} px to {written}")
+
+
+def _evaluate_one(block: str, weights: Path | None, settings: _Settings) -> dict[str, object]:
+    from torch.utils.data import DataLoader
+
+    from attnviz.data.datasets import SceneDataset
+    from attnviz.evaluation.external import load_maps
+    from attnviz.evaluation.run import evaluate as run_eval
+
+    loaded = _load(block, weights, settings.trust, settings.quiet)
+    info = loaded.weights_info
+    external = load_maps(settings.maps, settings.n) if settings.maps is not None else None
+    side = settings.size or info.input_size
+    dataset = SceneDataset("test", settings.n, side, augment=False)
+    with progress(f"eval {block}", settings.n, unit="scenes", enabled=not settings.quiet) as meter:
         result = run_eval(
             loaded.model,
-            DataLoader(dataset, batch_size=batch_size),
+            DataLoader(dataset, batch_size=settings.batch_size),
             classes=info.num_classes,
-            tolerance=tolerance,
-            cam=method,
-            on_batch=on_batch,
+            tolerance=settings.tolerance,
+            cam=settings.method,
+            on_batch=meter.advance,
+            upsample=settings.upsample or loaded.placement,
+            faith_n=settings.faith_n,
+            steps=settings.steps,
+            external=external,
+            batch_size=settings.batch_size,
+            on_phase=meter.phase,
         )
-    return {
-        "block": block,
-        "weights": str(info.path),
-        "size": size or info.input_size,
-        **result.to_dict(),
-        "best": result.best_stage(),
-    }
-
-
-def _random_caption(random: dict[str, float]) -> str:
-    return f"a uniform random map scores point {_fmt(random['pointing'])}, AUROC {_fmt(random['auroc'])} (same scenes)"
-
-
-def _print_summary(results: list[dict[str, Any]], n: int) -> None:
-    table = Table(
-        title=f"Demo weights on {n} held-out scenes: where each block localises best",
-        caption=_random_caption(results[0]["random"]) if results else None,
-    )
-    table.add_column("block", no_wrap=True)
-    table.add_column("acc", justify="right", no_wrap=True)
-    table.add_column("best map", min_width=16, overflow="fold")  # folds, so the table fits 80 columns
-    for column in ("point", "CAM", "AUROC", "CAM"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for r in results:
-        best = r["best"] or {}
-        cam = r["gradcam"].get(str(best.get("stage")), {})
-        table.add_row(
-            r["block"],
-            _fmt(r["accuracy"]),
-            LayerPath(best["map"]) if best else "-",
-            _fmt(best.get("pointing")),
-            _fmt(cam.get("pointing")),
-            _fmt(best.get("auroc")),
-            _fmt(cam.get("auroc")),
-        )
-    out.print(table)
-
-
-def _print_tables(block: str, result: dict[str, Any]) -> None:
-    out.print(f"[bold]{block}[/]: accuracy {result['accuracy']:.3f} on {result['images']} held-out scenes")
-    if result["maps"]:
-        table = Table(
-            title="Does the attention land on the object? (pixel level)", caption=_random_caption(result["random"])
-        )
-        table.add_column("map", min_width=20, overflow="fold")  # folds, so the table fits 80 columns
-        for column in ("stage", "point", "CAM", "AUROC", "CAM", "energy"):
-            table.add_column(column, justify="right", no_wrap=True)
-        for name, scores in sorted(result["maps"].items(), key=lambda kv: (kv[1]["stage"] or 0, kv[0])):
-            cam = result["gradcam"].get(str(scores["stage"]), {})
-            table.add_row(
-                LayerPath(name),
-                str(scores["stage"]),
-                _fmt(scores["pointing"]),
-                _fmt(cam.get("pointing")),
-                _fmt(scores["auroc"]),
-                _fmt(cam.get("auroc")),
-                _fmt(scores["energy"]),
-            )
-        out.print(table)
-    if result["channel"]:
-        table = Table(title="How class-specific are the channel weights? (linear probe on half, tested on half)")
-        for column in ("map", "stage", "probe accuracy", "chance"):
-            table.add_column(column, justify="left" if column == "map" else "right", overflow="fold")
-        for name, scores in result["channel"].items():
-            table.add_row(LayerPath(name), str(scores["stage"]), _fmt(scores["probe_accuracy"]), _fmt(scores["chance"]))
-        out.print(table)
-    err.print(
-        "[dim]point: pointing game, the map's peak lies on the object (mask dilated by the tolerance); AUROC: map "
-        "values as a pixel-level object score; CAM: the same for the chosen CAM method at that stage; energy: map "
-        "mass on the object / object area share[/]"
-    )
+    return {"block": block, "weights": str(info.path), "size": side, **result.to_dict(), "best": result.best_stage()}

@@ -19,7 +19,7 @@ from PIL import Image
 
 from attnviz.detection import DETECTOR_STRIDES, LEVEL_NAMES
 from attnviz.views.base import View
-from attnviz.views.common import TILE_WIDTH
+from attnviz.views.common import MAX_TILE_HEIGHT, TILE_WIDTH
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -56,7 +56,7 @@ def asff_view(
     if analysis.detections is not None:
         pictures["asff_detections"] = detections_picture(analysis, score)
         pictures["asff_shares"] = shares_chart(analysis, loaded)
-    return View(pictures, summary(analysis, loaded), file_slug(loaded.path.stem), analysis.path.stem, analysis)
+    return View(pictures, summary(analysis, loaded), file_slug(loaded.path.stem), analysis.path.stem, analysis, loaded)
 
 
 # ------------------------------------------------------------------------------------------------------ pictures
@@ -80,7 +80,9 @@ def _header(level: LevelMap, index: int, side: int) -> list[str]:
 
 
 def _thumbnail(analysis: DetectorAnalysis, width: int) -> Image.Image:
+    """The photo `width` px wide, or narrower where that would make it taller than MAX_TILE_HEIGHT."""
     photo = analysis.image
+    width = max(1, min(width, MAX_TILE_HEIGHT * photo.width // photo.height))
     height = max(1, round(photo.height * width / photo.width))
     return photo.resize((width, height), Image.Resampling.BILINEAR)
 
@@ -168,7 +170,7 @@ def detections_picture(analysis: DetectorAnalysis, score: float) -> Image.Image:
     low, high = DETECTION_WIDTH
     width = min(high, max(low, analysis.image.width))
     photo = _thumbnail(analysis, width)
-    scale = width / analysis.image.width
+    scale = photo.width / analysis.image.width
     found = analysis.detections or []
     drawn = draw_boxes(
         photo,
@@ -186,9 +188,9 @@ def detections_picture(analysis: DetectorAnalysis, score: float) -> Image.Image:
     font = max(13, width // 45)
     return stack(
         [
-            text_strip(head, drawn.width, font_size=font),
+            text_strip(head, max(drawn.width, low), font_size=font),  # a tall photo's text keeps its width
             drawn,
-            legend(list(zip(LEVEL_COLORS, names, strict=True)), drawn.width, font_size=font),
+            legend(list(zip(LEVEL_COLORS, names, strict=True)), max(drawn.width, low), font_size=font),
         ]
     )
 

@@ -59,6 +59,8 @@ class View:
         name: The model's piece of the file names (the block, or a slug of the model spec).
         stem: The image's piece of the file names (its file name without suffix).
         analysis: The analysed image the pictures were drawn from (its maps: `view.analysis.recording`).
+        loaded: The model they were drawn with, when the caller sets it (the HTML report's header then names its
+            weights and stages).
     """
 
     pictures: dict[str, Picture]
@@ -66,6 +68,7 @@ class View:
     name: str
     stem: str
     analysis: Any = field(default=None, repr=False)
+    loaded: Any = field(default=None, repr=False)
     _images: dict[str, Image.Image] = field(default_factory=dict, repr=False)
 
     def file_name(self, what: str, fmt: str = "png") -> str:
@@ -87,7 +90,18 @@ class View:
         return self.images[next(iter(self.pictures))]
 
     def save(self, out: str | Path = "attnviz-out", fmt: str = "png") -> list[Path]:
-        """Write every picture to the folder `out` (atomically) as the CLI does; returns the paths written."""
+        """Write every picture to the folder `out` (atomically) as the CLI does; returns the paths written.
+
+        `fmt` "html" writes instead one interactive report of what the analysis captured
+        (`<image stem>_<name>_report.html`, see attnviz.report).
+        """
+        from attnviz.options import HTML_FORMAT
+
+        if fmt.lower().lstrip(".") == HTML_FORMAT:
+            from attnviz.report.build import view_page
+            from attnviz.report.page import write
+
+            return [write(view_page(self), Path(out) / self.file_name("report", HTML_FORMAT))]
         from attnviz.render.save import save
 
         folder = Path(out)

@@ -74,6 +74,7 @@ def draw(
         loaded.name,
         analysis.path.stem,
         analysis,
+        loaded,
     )
 
 
