@@ -171,6 +171,45 @@ def test_report_command_writes_one_file_per_image(tmp_path: Path) -> None:
     assert "wrote" in err and "MB)" in err
 
 
+def test_report_folder_run_skips_a_bad_file_and_keeps_same_stems_apart(tmp_path: Path) -> None:
+    import shutil
+
+    photos = tmp_path / "photos"
+    (photos / "d1").mkdir(parents=True)
+    (photos / "d2").mkdir()
+    (photos / "d1" / "aaa.png").write_bytes(b"not a picture")  # first in the run
+    shutil.copy(CIRCLE, photos / "d1" / "same.png")
+    shutil.copy(SAMPLES / "scenes" / "scene_heart.png", photos / "d2" / "same.png")
+    out = tmp_path / "out"
+    code, _, err = run("report", str(photos / "d1"), str(photos / "d2"), "mhsa", "--out", str(out), "--device", "cpu")
+    assert code == 2, err
+    assert err.count("skipped") == 1 and "aaa.png" in err and "Traceback" not in err
+    assert "report: 2 of 3 images drawn" in err and "1 could not be drawn" in err
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["d1-same_mhsa_report.html", "d2-same_mhsa_report.html"]
+    pages = [payload_of((out / name).read_text()) for name in written]
+    assert pages[0]["photo"] != pages[1]["photo"]  # each report is of its own photo
+    assert all(p["meta"]["facts"]["prediction"].startswith(s) for p, s in zip(pages, ["circle", "heart"], strict=True))
+    code, _, err = run(
+        "report", str(photos / "d2" / "same.png"), "mhsa", "--out", str(tmp_path / "one"), "--device", "cpu"
+    )
+    assert code == 0, err
+    alone = (tmp_path / "one" / "same_mhsa_report.html").read_bytes()
+    assert alone == (out / "d2-same_mhsa_report.html").read_bytes()  # the folder run writes what one photo's run does
+
+
+def test_report_json_lists_each_report_and_each_skipped_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    code, stdout, err = run("report", str(CIRCLE), str(bad), "mhsa", "--out", str(tmp_path / "out"), "--json")
+    assert code == 2, err
+    result = json.loads(stdout)
+    (done,) = result["results"]
+    assert done["image"] == str(CIRCLE) and done["files"] == [done["file"]] and Path(done["file"]).is_file()
+    assert done["bytes"] == Path(done["file"]).stat().st_size and "layer3.0.attn:matrix" in done["maps"]
+    assert [s["image"] for s in result["skipped"]] == [str(bad)] and result["weights"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -203,6 +242,8 @@ def test_view_save_html_from_python(tmp_path: Path) -> None:
 
     loaded = attnviz.load("cbam", stages=[1], device="cpu")
     view = attnviz.show(loaded, CIRCLE)
+    assert view.loaded is loaded
+    view.loaded = None  # a View made without its model
     (written,) = view.save(tmp_path, "html")
     assert written.name == "scene_circle_cbam_report.html"
     data = payload_of(written.read_text())

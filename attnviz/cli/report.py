@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from attnviz.blocks.catalog import block_names
+from attnviz.cli import batch
 from attnviz.cli import options as opt
-from attnviz.cli.common import err, guarded, out, progress
-from attnviz.errors import ImageError, UsageError
+from attnviz.cli.common import err, guarded
+from attnviz.errors import UsageError
 from attnviz.report.page import DEFAULT_BUDGET_MB
+
+if TYPE_CHECKING:
+    from attnviz.pipeline import Outcome
 
 
 def split_arguments(items: list[str], model: str | None) -> tuple[str | None, list[Path]]:
@@ -77,6 +80,8 @@ def report(
     alpha: opt.AlphaOpt = 0.5,
     device: opt.DeviceOpt = "auto",
     as_json: opt.JsonOpt = False,
+    batch_size: opt.BatchSizeOpt = None,
+    workers: opt.WorkersOpt = None,
 ) -> None:
     """Write one self-contained HTML report per image: every stage's maps over the photo, the attention row of any
     pixel you click, channel weights to hover and sort, CAMs with --cam. Opens offline, from file://.
@@ -89,16 +94,14 @@ def report(
     check_budget(max_mb)
     head_list = parse_heads(heads)
     opt.check_out_dir(out_dir)
+    batch.check_batch(batch_size, workers)
     if stages is not None:
         opt.parse_stages(stages)
-    from attnviz.analysis import image_paths  # these import torch: after the checks that need none
-    from attnviz.cam import check_cam
-    from attnviz.io.photos import load_image
-    from attnviz.report.api import load_for_report, report_image
+    from attnviz.cam import check_cam  # imports torch: after the checks that need none
+    from attnviz.report.api import load_for_report, report_task
 
     cam = check_cam(cam) if cam else None
-    paths = image_paths(images)
-    first = load_image(paths[0])  # a bad first image fails before the model is built
+    inputs = batch.gather(images, out_dir)  # a single bad image fails before the model loads
     loaded = load_for_report(
         block,
         model=model,
@@ -112,37 +115,24 @@ def report(
         device=device,
     )
     opt.announce(loaded, quiet=as_json)
-    results, skipped = [], []
-    with progress("report", len(paths), enabled=len(paths) > 1 and not as_json) as meter:
-        for index, path in enumerate(paths):
-            try:
-                photo = first if index == 0 else load_image(path)
-            except ImageError as exc:
-                if len(paths) == 1:
-                    raise
-                skipped.append({"image": str(path), "error": str(exc)})
-                err.print(f"[yellow]skipped {escape(str(path))}: {escape(exc.message)}[/]")
-                meter.advance()
-                continue
-            written, summary = report_image(
-                loaded,
-                path,
-                out_dir,
-                photo=photo,
-                size=size,
-                preprocess=preprocess,
-                heads=head_list,
-                cam=cam,
-                cmap=cmap,
-                alpha=alpha,
-                max_mb=max_mb,
-            )
-            results.append(summary)
-            if not as_json:
-                err.print(f"wrote {written} ({summary['bytes'] / 2**20:.2f} MB)", markup=False)
-            meter.advance()
-    if as_json:
-        result = {"model": loaded.config.to_dict(), "weights": loaded.source, "results": results, "skipped": skipped}
-        out.print_json(json.dumps(result))
-    if skipped:
-        raise ImageError(f"{len(skipped)} of {len(paths)} images could not be read (see the lines above)")
+    options = {"heads": head_list, "cam": cam, "cmap": cmap, "alpha": alpha, "max_mb": max_mb}
+    task = report_task(loaded, out_dir, size=size, preprocess=preprocess, **options)
+
+    def say_size(outcome: Outcome) -> None:
+        if not as_json:
+            summary = outcome.summary
+            image = escape(summary["image"])
+            err.print(f"report of {image}: {len(summary['maps'])} maps ({summary['bytes'] / 2**20:.2f} MB)")
+
+    head = {"model": loaded.config.to_dict(), "weights": loaded.source}
+    batch.draw(
+        "report",
+        task,
+        inputs,
+        head=head,
+        batch_size=batch_size,
+        workers=workers,
+        as_json=as_json,
+        flat_json=False,
+        on_drawn=say_size,
+    )

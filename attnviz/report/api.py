@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from attnviz.loading import LoadedModel
+    from attnviz.report.task import ReportTask
 
 REPORT_KINDS = tuple(dict.fromkeys(k for kinds in KINDS.values() for k in kinds))
 """Every kind some drawing command draws: a model with any of them has a report."""
@@ -41,12 +42,10 @@ def load_for_report(block: Any = None, **options: Any) -> LoadedModel:
     return load_for("report", block, kinds=REPORT_KINDS, default_stages=default_stages, **options)
 
 
-def report_image(
+def report_task(
     loaded: LoadedModel,
-    image: str | os.PathLike[str],
     out: str | os.PathLike[str] = "attnviz-out",
     *,
-    photo: Image.Image | None = None,
     size: Any = None,
     preprocess: str = "resize",
     heads: Sequence[int] | None = None,
@@ -54,28 +53,32 @@ def report_image(
     cmap: str = "viridis",
     alpha: float = 0.5,
     max_mb: float = DEFAULT_BUDGET_MB,
+) -> ReportTask:
+    """The folder runner's task that writes each photo's report to `out` (`attnviz.batch.draw_all` runs it)."""
+    from attnviz.batch import Writing
+    from attnviz.report.task import ReportTask
+
+    options = {"heads": heads, "cam": cam, "cmap": cmap, "alpha": alpha, "max_mb": max_mb}
+    return ReportTask(loaded, Writing(Path(out), "html"), size=size, preprocess=preprocess, **options)
+
+
+def report_image(
+    loaded: LoadedModel,
+    image: str | os.PathLike[str],
+    out: str | os.PathLike[str] = "attnviz-out",
+    *,
+    photo: Image.Image | None = None,
+    **options: Any,
 ) -> tuple[Path, dict[str, Any]]:
-    """Write the report of one image with a loaded model; (the file, a summary of what it holds)."""
-    from attnviz.report.build import analyse_for_report, analysis_page
-    from attnviz.report.page import write
+    """Write the report of one image with a loaded model (options as `report_task`); (the file, a summary of what
+    it holds)."""
+    from attnviz.pipeline import Photo
 
-    cams = None
-    if cam:
-        from attnviz.cam import stage_cams
-
-        cams = stage_cams(loaded, cam)
-    analysis, notes = analyse_for_report(loaded, image, photo=photo, size=size, preprocess=preprocess, heads=heads)
-    html = analysis_page(
-        analysis, loaded, cams=cams, cam_name=cam or "CAM", cmap=cmap, alpha=alpha, budget_mb=max_mb, notes=notes
-    )
-    target = Path(out) / f"{analysis.path.stem}_{loaded.name}_report.html"
-    written = write(html, target)
-    summary = {
-        "image": str(analysis.path),
-        "file": str(written),
-        "bytes": len(html.encode("utf-8")),
-        "maps": [m.name for m in analysis.recording],
-    }
+    task = report_task(loaded, out, **options)
+    one = Photo(0, Path(image), Path(image).stem, image=photo)
+    task.prepare(one)
+    (analysis,) = task.forward([one])
+    (written,), _, summary = task.write(task.draw(analysis, one.extra), one.stem)
     return written, summary
 
 
@@ -100,8 +103,9 @@ def report(
 
     Args:
         block: A block name, a model spec, an nn.Module, or a LoadedModel.
-        images: An image file or several (folders are expanded).
-        out: Folder the reports are written to (`<image stem>_<model>_report.html`).
+        images: An image file or several, or folders of them.
+        out: Folder the reports are written to (`<image stem>_<model>_report.html`; photos of one stem in several
+            folders get the folders in their names).
         model: A model attnviz did not build (as `attnviz.load`'s `model`).
         heads: Heads of self-attention to keep ("0,2" or [0, 2]; default all).
         cam: Also the model's CAM of each stage (gradcam, gradcamplusplus, ...), beside that stage's maps.
@@ -115,7 +119,10 @@ def report(
         **load_options: backbone, stages, weights, pretrained, trust, timm_attn (see `attnviz.load`).
 
     Returns:
-        The files written.
+        The files written, in the order of the photos.
+
+    Raises:
+        AttnvizError: the first photo that could not be drawn, once the others are written.
     """
     check_drawing(size=size, preprocess=preprocess, device=device, alpha=alpha, cmap=cmap)
     check_budget(max_mb)
@@ -125,11 +132,17 @@ def report(
         raise UsageError("missing argument IMAGE", "give one or more image files")
     listed = [images] if isinstance(images, str | os.PathLike) else list(images)
 
-    from attnviz.analysis import image_paths
+    from attnviz.batch import draw_all
     from attnviz.cam import check_cam
+    from attnviz.io.names import run_inputs
 
     cam = check_cam(cam) if cam else None
-    paths = image_paths(listed)
+    run_inputs([Path(i) for i in listed], Path(out))  # a missing path fails before the model is built
     loaded = load_for_report(block, model=model, size=size, device=device, **load_options)
     options = {"size": size, "preprocess": preprocess, "heads": head_list, "cam": cam, "cmap": cmap, "alpha": alpha}
-    return [report_image(loaded, path, out, max_mb=max_mb, **options)[0] for path in paths]
+    task = report_task(loaded, out, max_mb=max_mb, **options)
+    outcomes = list(draw_all(task, listed, out=out))
+    failed = next((o.error for o in outcomes if o.error is not None), None)
+    if failed is not None:
+        raise failed
+    return [path for o in outcomes for path in o.files]

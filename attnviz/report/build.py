@@ -130,12 +130,23 @@ def analyse_for_report(
     from attnviz.io.photos import read_image
 
     _, read = (None, photo) if photo is not None else read_image(image)
-    width, height = read.size
-    n = FALLBACK_QUERIES
-    points = [((i + 0.5) * width / n, (j + 0.5) * height / n) for j in range(n) for i in range(n)]
+    points = fallback_points(read.size)
     analysis = analyse(loaded, image, size=size, mode=preprocess, heads=heads, photo=read, query_points=points)
-    note = f"full attention matrices were over capture's memory limit: rows captured for a {n}x{n} grid of queries"
-    return analysis, [note]
+    return analysis, [FALLBACK_NOTE]
+
+
+FALLBACK_NOTE = (
+    "full attention matrices were over capture's memory limit: "
+    f"rows captured for a {FALLBACK_QUERIES}x{FALLBACK_QUERIES} grid of queries"
+)
+
+
+def fallback_points(size: tuple[int, int]) -> list[tuple[float, float]]:
+    """The query pixels (x, y) of a photo of `size` whose full attention matrices are over capture's limit: the
+    centres of a FALLBACK_QUERIES x FALLBACK_QUERIES grid over it."""
+    width, height = size
+    n = FALLBACK_QUERIES
+    return [((i + 0.5) * width / n, (j + 0.5) * height / n) for j in range(n) for i in range(n)]
 
 
 def view_page(view: View) -> str:
