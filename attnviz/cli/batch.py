@@ -57,6 +57,11 @@ def gather(inputs: list[Path], out_dir: Path, *, folders_first: bool = False) ->
     return Inputs(paths, False, left_out=left_out)
 
 
+def model_facts(loaded: Any) -> dict[str, Any]:
+    """What a drawing command's JSON result starts with: the model's configuration and where its weights came from."""
+    return {"model": loaded.config.to_dict(), "weights": loaded.source}
+
+
 def check_batch(batch_size: int | None, workers: int | None) -> None:
     """Refuse a --batch-size or --workers that cannot be."""
     if batch_size is not None and not 1 <= batch_size <= 1024:

@@ -79,7 +79,7 @@ def channels(
     task = ChannelsTask(
         loaded, Writing(out_dir, fmt, save_raw), size=size, preprocess=preprocess, layer=layer, order=order, top_k=top_k
     )
-    head = {"model": loaded.config.to_dict(), "weights": loaded.source}
+    head = batch.model_facts(loaded)
     batch.draw(
         "channels", task, inputs, head=head, batch_size=batch_size, workers=workers, as_json=as_json, flat_json=True
     )

@@ -80,7 +80,7 @@ def coords(
         style=Style(cmap=cmap, alpha=alpha),
         every_block=every_block,
     )
-    head = {"model": loaded.config.to_dict(), "weights": loaded.source}
+    head = batch.model_facts(loaded)
     batch.draw(
         "coords", task, inputs, head=head, batch_size=batch_size, workers=workers, as_json=as_json, flat_json=True
     )

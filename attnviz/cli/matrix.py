@@ -108,7 +108,7 @@ def matrix(
         heatmaps=heatmaps,
         every_block=every_block,
     )
-    head = {"model": loaded.config.to_dict(), "weights": loaded.source}
+    head = batch.model_facts(loaded)
     batch.draw(
         "matrix", task, inputs, head=head, batch_size=batch_size, workers=workers, as_json=as_json, flat_json=True
     )

@@ -124,7 +124,7 @@ def report(
             image = escape(summary["image"])
             err.print(f"report of {image}: {len(summary['maps'])} maps ({summary['bytes'] / 2**20:.2f} MB)")
 
-    head = {"model": loaded.config.to_dict(), "weights": loaded.source}
+    head = batch.model_facts(loaded)
     batch.draw(
         "report",
         task,

@@ -111,7 +111,7 @@ def show(
         each=each,
         heat_only=heat_only,
     )
-    head = {"model": loaded.config.to_dict(), "weights": loaded.source}
+    head = batch.model_facts(loaded)
     batch.draw(
         "show", task, inputs, head=head, batch_size=batch_size, workers=workers, as_json=as_json, flat_json=False
     )
