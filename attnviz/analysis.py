@@ -6,8 +6,7 @@ see the same maps.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,36 +16,13 @@ import torch
 from PIL import Image
 
 from attnviz.capture import QueryPoints, Recording, capture
-from attnviz.errors import ImageError, UsageError, option
+from attnviz.errors import UsageError, option
 from attnviz.finite import check_finite
 from attnviz.images import Geometry, map_to_original, preprocess
-from attnviz.io.photos import IMAGE_SUFFIXES, ImageInput, read_image
+from attnviz.io.photos import ImageInput, read_image
 from attnviz.loading import LoadedModel
 from attnviz.maps import AttentionMap, coordinate_outer, plane
 from attnviz.options import check_points, parse_size, pixel_centre
-
-
-def image_paths(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Expand folders into the image files they hold (sorted); keep files as given.
-
-    Raises:
-        ImageError: a path does not exist, or a folder holds no images.
-    """
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not images:
-                raise ImageError(
-                    f"folder {path} holds no images", f"expected files ending in {', '.join(sorted(IMAGE_SUFFIXES))}"
-                )
-            found.extend(images)
-        elif path.exists():
-            found.append(path)
-        else:
-            raise ImageError(f"image not found: {path}", "check the path")
-    return found
 
 
 @dataclass

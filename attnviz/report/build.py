@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attnviz.errors import CaptureError, UsageError, option
+from attnviz.errors import UsageError, option
 from attnviz.report import page
 from attnviz.report.data import collect, ordinal
 
@@ -120,19 +120,16 @@ def analyse_for_report(
     heads: Sequence[int] | None = None,
 ) -> tuple[Analysis, list[str]]:
     """Every map of the image, with every attention row when the matrices fit capture's memory limit, else the rows
-    of a FALLBACK_QUERIES x FALLBACK_QUERIES grid of query pixels (said in the notes)."""
-    from attnviz.analysis import analyse
+    of a FALLBACK_QUERIES x FALLBACK_QUERIES grid of query pixels (said in the notes): what `attnviz report`'s
+    ReportTask captures of one photo."""
+    from attnviz.pipeline import Photo
+    from attnviz.report.task import ReportTask
 
-    try:
-        return analyse(loaded, image, size=size, mode=preprocess, heads=heads, photo=photo), []
-    except CaptureError:
-        pass
-    from attnviz.io.photos import read_image
-
-    _, read = (None, photo) if photo is not None else read_image(image)
-    points = fallback_points(read.size)
-    analysis = analyse(loaded, image, size=size, mode=preprocess, heads=heads, photo=read, query_points=points)
-    return analysis, [FALLBACK_NOTE]
+    task = ReportTask(loaded, size=size, preprocess=preprocess, heads=heads)
+    one = Photo(0, Path(image), Path(image).stem, image=photo)
+    task.prepare(one)
+    ((analysis, notes),) = task.forward([one])
+    return analysis, notes
 
 
 FALLBACK_NOTE = (

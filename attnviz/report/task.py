@@ -1,5 +1,5 @@
 """`attnviz report` over many photos: the folder runner's Task (attnviz.pipeline) that writes one HTML report per
-photo, as `attnviz.report.build.analyse_for_report` and `analysis_page` make it for one photo alone."""
+photo (`attnviz.report.build.analyse_for_report` is its capture of one photo alone)."""
 
 from __future__ import annotations
 
